@@ -1,0 +1,230 @@
+#include "autograd/tape.hpp"
+
+#include <atomic>
+
+#include "tensor/kernels.hpp"
+
+namespace spool {
+
+namespace {
+thread_local Tape* t_current = nullptr;
+thread_local int t_nograd = 0;
+std::atomic<std::uint64_t> g_next_tape_id{1};
+std::atomic<bool> g_anomaly{false};
+
+void check_finite(const Value& v, const char* what, OpKind kind)
+{
+    if (!kernels::all_finite(v))
+        throw ValueError(detail::cat(op_name(kind), ": ", what, " contains NaN or Inf (anomaly mode); shape ",
+                                     to_string(v.shape())));
+}
+/// slot += g: in place when slot's buffer is ours alone, else into a fresh buffer (a
+/// gradient may share storage with another slot, e.g. add passes dy to both inputs).
+void accumulate(Value& slot, Value g)
+{
+    if (!slot.defined())
+        slot = std::move(g);
+    else if (slot.use_count() == 1)
+        kernels::add_(slot, g);
+    else
+        slot = kernels::add(slot, g);
+}
+}  // namespace
+
+const char* op_name(OpKind k)
+{
+    static const char* names[] = {
+#define SPOOL_X(kind, name) name,
+        SPOOL_OP_KINDS(SPOOL_X)
+#undef SPOOL_X
+    };
+    return names[static_cast<int>(k)];
+}
+
+void detect_anomaly(bool on) { g_anomaly = on; }
+bool anomaly_enabled() { return g_anomaly; }
+
+NoGrad::NoGrad() { ++t_nograd; }
+NoGrad::~NoGrad() { --t_nograd; }
+
+// ---- Grads -------------------------------------------------------------------------------
+
+Grads::Grads(Node& node) : node_(node), g_(node.inputs.size()) {}
+
+bool Grads::needs(int i) const
+{
+    const InputRef& in = node_.inputs[i];
+    return in.leaf != nullptr || in.node >= 0;
+}
+
+void Grads::add(int i, Value g)
+{
+    const InputRef& in = node_.inputs[i];
+    if (!needs(i)) return;
+    SPOOL_CHECK(g.shape() == in.shape, AutogradError, op_name(node_.kind), ": gradient for input ", i, " has shape ",
+                to_string(g.shape()), " but the input has shape ", to_string(in.shape));
+    SPOOL_CHECK(g.dtype() == in.dtype, AutogradError, op_name(node_.kind), ": gradient for input ", i, " is ",
+                dtype_name(g.dtype()), " but the input is ", dtype_name(in.dtype));
+    accumulate(g_[i], std::move(g));
+}
+
+// ---- Tape ----------------------------------------------------------------------------------
+
+Tape::Tape() : id_(g_next_tape_id++), prev_(t_current) { t_current = this; }
+
+Tape::~Tape() { t_current = prev_; }
+
+Tape* Tape::current() { return t_current; }
+
+std::int32_t Tape::push(Node node)
+{
+    SPOOL_CHECK(!done_, AutogradError, op_name(node.kind),
+                ": cannot record on a tape whose backward already ran; start a new Tape for the next step");
+    nodes_.push_back(std::move(node));
+    return static_cast<std::int32_t>(nodes_.size() - 1);
+}
+
+TapeStats Tape::stats() const
+{
+    TapeStats s;
+    s.nodes = nodes_.size();
+    for (const auto& n : nodes_)
+        if (n.backward) {
+            ++s.live_nodes;
+            s.saved_bytes += n.saved_bytes;
+        }
+    return s;
+}
+
+void Tape::backward(const Tensor& root)
+{
+    SPOOL_CHECK(root.defined(), AutogradError, "backward: the tensor is undefined");
+    SPOOL_CHECK(root.numel() == 1, AutogradError,
+                "backward: grad can be implicitly created only for scalar outputs; got shape ", to_string(root.shape()),
+                " (pass a seed gradient of that shape)");
+    run_backward(root, Value::full(root.shape(), 1.0, root.dtype()));
+}
+
+void Tape::backward(const Tensor& root, const Tensor& seed)
+{
+    SPOOL_CHECK(root.defined() && seed.defined(), AutogradError, "backward: the tensor or the seed is undefined");
+    SPOOL_CHECK(seed.shape() == root.shape(), ShapeError, "backward: seed gradient shape ", to_string(seed.shape()),
+                " does not match the output shape ", to_string(root.shape()));
+    run_backward(root, kernels::cast(seed.value(), root.dtype()));
+}
+
+void Tape::run_backward(const Tensor& root, Value seed)
+{
+    SPOOL_CHECK(!done_, AutogradError,
+                "backward: this tape's backward already ran (its saved tensors are freed); record the step again on a "
+                "new Tape");
+    SPOOL_CHECK(root.requires_grad(), AutogradError,
+                "backward: the tensor does not require grad (no input of its ops requires grad, or it was computed "
+                "outside this tape)");
+    done_ = true;
+    const TensorImpl& r = *root.impl();
+    if (r.tape_id != id_ || r.node < 0) {  // a leaf: its gradient is the seed
+        accumulate(root.impl()->grad, std::move(seed));
+        return;
+    }
+    nodes_[r.node].dout[r.output] = std::move(seed);
+    const bool anomaly = g_anomaly;
+    for (std::int32_t i = static_cast<std::int32_t>(nodes_.size()) - 1; i >= 0; --i) {
+        Node& nd = nodes_[i];
+        bool any = false;
+        for (const auto& d : nd.dout) any |= d.defined();
+        if (any && nd.backward) {
+            if (anomaly)
+                for (const auto& d : nd.dout)
+                    if (d.defined()) check_finite(d, "incoming gradient", nd.kind);
+            Grads g(nd);
+            nd.backward(nd.dout, g);
+            for (int j = 0; j < g.size(); ++j) {
+                Value& gj = g[j];
+                if (!gj.defined()) continue;
+                if (anomaly) check_finite(gj, "gradient", nd.kind);
+                InputRef& in = nd.inputs[j];
+                accumulate(in.leaf ? in.leaf->grad : nodes_[in.node].dout[in.output], std::move(gj));
+            }
+        }
+        // free what this node held: closure captures, incoming gradients, leaf refs
+        nd.backward = nullptr;
+        nd.dout.clear();
+        nd.inputs.clear();
+    }
+}
+
+// ---- recording -------------------------------------------------------------------------------
+
+namespace detail {
+
+bool recording(const Tensor* inputs, std::size_t n)
+{
+    if (!t_current || t_nograd > 0) return false;
+    for (std::size_t i = 0; i < n; ++i)
+        if (inputs[i].defined() && inputs[i].requires_grad()) return true;
+    return false;
+}
+
+Tensor unrecorded(OpKind kind, Value out)
+{
+    if (g_anomaly) check_finite(out, "output", kind);
+    return Tensor(std::move(out));
+}
+
+std::vector<Tensor> record_node(OpKind kind, const Tensor* inputs, std::size_t n, std::vector<Value> outs,
+                                BackwardMulti backward, std::initializer_list<Value> saved)
+{
+    if (g_anomaly)
+        for (const auto& o : outs) check_finite(o, "output", kind);
+    Tape& tape = *t_current;
+    Node node;
+    node.kind = kind;
+    node.inputs.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        const Tensor& t = inputs[i];
+        InputRef& in = node.inputs[i];
+        if (!t.defined()) continue;
+        in.shape = t.shape();
+        in.dtype = t.dtype();
+        if (!t.requires_grad()) continue;
+        const auto& impl = t.impl();
+        if (impl->tape_id == tape.id() && impl->node >= 0) {
+            in.node = impl->node;
+            in.output = impl->output;
+        } else {
+            in.leaf = impl;
+        }
+    }
+    node.dout.resize(outs.size());
+    node.backward = std::move(backward);
+    for (const auto& v : saved) node.saved_bytes += v.nbytes();
+    std::int32_t id = tape.push(std::move(node));
+    std::vector<Tensor> result;
+    result.reserve(outs.size());
+    for (std::size_t k = 0; k < outs.size(); ++k) {
+        Tensor t(std::move(outs[k]), false);
+        auto& impl = *t.impl();
+        impl.requires_grad = true;
+        impl.tape_id = tape.id();
+        impl.node = id;
+        impl.output = static_cast<std::int32_t>(k);
+        result.push_back(std::move(t));
+    }
+    return result;
+}
+
+}  // namespace detail
+
+std::vector<Tensor> record_multi(OpKind kind, const std::vector<Tensor>& inputs, std::vector<Value> outs,
+                                 BackwardMulti backward, std::initializer_list<Value> saved)
+{
+    if (!detail::recording(inputs.data(), inputs.size())) {
+        std::vector<Tensor> r;
+        for (auto& o : outs) r.push_back(detail::unrecorded(kind, std::move(o)));
+        return r;
+    }
+    return detail::record_node(kind, inputs.data(), inputs.size(), std::move(outs), std::move(backward), saved);
+}
+
+}  // namespace spool

@@ -1,0 +1,143 @@
+// The tape: a Wengert list of recorded ops (DESIGN.md section 3). A Tape object records
+// the ops run on its thread while it lives (RAII, thread-local, nestable); backward
+// walks the nodes in reverse — recording order is already topological, so no sort.
+// Gradients accumulate into leaves; a node's saved tensors are freed as soon as its
+// backward has run. Also: NoGrad, anomaly mode, and record() that ops use.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <vector>
+
+#include "autograd/op_kind.hpp"
+#include "autograd/tensor.hpp"
+
+namespace spool {
+
+struct Node;
+
+/// What a backward closure writes into: one gradient slot per input of its op.
+class Grads {
+public:
+    explicit Grads(Node& node);
+    /// True when input i needs a gradient (skip computing those that do not).
+    bool needs(int i) const;
+    /// Accumulate g into input i's gradient; g must have that input's shape and dtype.
+    void add(int i, Value g);
+    Value& operator[](int i) { return g_[i]; }
+    int size() const { return static_cast<int>(g_.size()); }
+
+private:
+    Node& node_;
+    std::vector<Value> g_;
+};
+
+/// Backward of a single-output op: dy is the output's gradient.
+using Backward = std::function<void(const Value& dy, Grads& dx)>;
+/// Backward of a multi-output op: dys[k] is output k's gradient, undefined if none reached it.
+using BackwardMulti = std::function<void(const std::vector<Value>& dys, Grads& dx)>;
+
+struct InputRef {
+    std::shared_ptr<TensorImpl> leaf;  ///< set when the input is a leaf that requires grad
+    std::int32_t node = -1;            ///< else the producing node on this tape (or -1: no grad)
+    std::int32_t output = 0;
+    Shape shape;
+    DType dtype = DType::f32;
+};
+
+struct Node {
+    OpKind kind;
+    std::vector<InputRef> inputs;
+    std::vector<Value> dout;  ///< gradient slot per output, filled during backward
+    BackwardMulti backward;
+    std::size_t saved_bytes = 0;
+};
+
+struct TapeStats {
+    std::size_t nodes = 0;        ///< ops recorded
+    std::size_t live_nodes = 0;   ///< nodes whose saved tensors are still held
+    std::size_t saved_bytes = 0;  ///< bytes of tensors still held for backward
+};
+
+class Tape {
+public:
+    Tape();
+    ~Tape();
+    Tape(const Tape&) = delete;
+    Tape& operator=(const Tape&) = delete;
+
+    /// Backpropagate from a scalar: gradients accumulate into leaves' grad().
+    void backward(const Tensor& root);
+    /// Backpropagate from any tensor with an explicit seed gradient of its shape.
+    void backward(const Tensor& root, const Tensor& seed);
+    TapeStats stats() const;
+    std::uint64_t id() const { return id_; }
+
+    /// The innermost live tape on this thread (nullptr if none).
+    static Tape* current();
+
+    // used by record()
+    std::int32_t push(Node node);
+    Node& node(std::int32_t i) { return nodes_[i]; }
+
+private:
+    void run_backward(const Tensor& root, Value seed);
+    std::vector<Node> nodes_;
+    std::uint64_t id_;
+    Tape* prev_;
+    bool done_ = false;
+};
+
+/// Pauses recording on this thread while it lives.
+class NoGrad {
+public:
+    NoGrad();
+    ~NoGrad();
+    NoGrad(const NoGrad&) = delete;
+    NoGrad& operator=(const NoGrad&) = delete;
+};
+
+/// Anomaly mode: every op checks its outputs, every backward its gradients, for NaN/Inf
+/// and throws ValueError naming the op. Global switch.
+void detect_anomaly(bool on);
+bool anomaly_enabled();
+
+namespace detail {
+bool recording(const Tensor* inputs, std::size_t n);
+/// An unrecorded result (anomaly-checked): no tape, NoGrad, or no input requires grad.
+Tensor unrecorded(OpKind kind, Value out);
+std::vector<Tensor> record_node(OpKind kind, const Tensor* inputs, std::size_t n, std::vector<Value> outs,
+                                BackwardMulti backward, std::initializer_list<Value> saved);
+}  // namespace detail
+
+/// Wrap out as the result of op kind on inputs; records a node when a tape is recording
+/// and an input requires grad. saved lists what the backward closure keeps alive (for
+/// tape.stats()). The closure is only turned into a std::function when recording.
+template <class F>
+Tensor record(OpKind kind, std::initializer_list<Tensor> inputs, Value out, F&& backward,
+              std::initializer_list<Value> saved = {})
+{
+    if (!detail::recording(inputs.begin(), inputs.size())) return detail::unrecorded(kind, std::move(out));
+    std::vector<Value> outs{std::move(out)};
+    return detail::record_node(kind, inputs.begin(), inputs.size(), std::move(outs),
+                               [bw = std::forward<F>(backward)](const std::vector<Value>& d, Grads& g) { bw(d[0], g); },
+                               saved)[0];
+}
+
+template <class F>
+Tensor record(OpKind kind, const std::vector<Tensor>& inputs, Value out, F&& backward,
+              std::initializer_list<Value> saved = {})
+{
+    if (!detail::recording(inputs.data(), inputs.size())) return detail::unrecorded(kind, std::move(out));
+    std::vector<Value> outs{std::move(out)};
+    return detail::record_node(kind, inputs.data(), inputs.size(), std::move(outs),
+                               [bw = std::forward<F>(backward)](const std::vector<Value>& d, Grads& g) { bw(d[0], g); },
+                               saved)[0];
+}
+
+/// Several outputs (e.g. attention output and weights): backward gets one slot per output,
+/// undefined where no gradient arrived.
+std::vector<Tensor> record_multi(OpKind kind, const std::vector<Tensor>& inputs, std::vector<Value> outs,
+                                 BackwardMulti backward, std::initializer_list<Value> saved = {});
+
+}  // namespace spool

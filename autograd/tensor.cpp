@@ -1,0 +1,215 @@
+#include "autograd/tensor.hpp"
+
+#include <cmath>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+
+#include "autograd/tape.hpp"
+#include "tensor/kernels.hpp"
+#include "tensor/random.hpp"
+
+namespace spool {
+
+Tensor::Tensor(Value v, bool requires_grad) : impl_(std::make_shared<TensorImpl>())
+{
+    impl_->value = std::move(v);
+    if (requires_grad) requires_grad_(true);
+}
+
+std::int64_t Tensor::size(int d) const { return shape()[normalize_axis(d, dim(), "size")]; }
+
+Tensor& Tensor::requires_grad_(bool on)
+{
+    SPOOL_CHECK(!on || is_floating(dtype()), TypeError,
+                "requires_grad: only float32 and float64 tensors can require gradients; got ", dtype_name(dtype()));
+    impl_->requires_grad = on;
+    return *this;
+}
+
+Tensor Tensor::grad() const
+{
+    if (!impl_->grad.defined()) return Tensor();
+    return Tensor(impl_->grad);
+}
+
+void Tensor::zero_grad() { impl_->grad = Value(); }
+
+Tensor Tensor::detach() const { return Tensor(impl_->value); }
+
+bool Tensor::is_leaf() const
+{
+    Tape* t = Tape::current();
+    return !(t && impl_->node >= 0 && impl_->tape_id == t->id());
+}
+
+double Tensor::item() const
+{
+    SPOOL_CHECK(numel() == 1, ValueError, "item: a Tensor with ", numel(), " elements cannot be converted to a scalar; got shape ",
+                to_string(shape()));
+    return value().at(0);
+}
+
+double Tensor::at(std::int64_t i) const
+{
+    SPOOL_CHECK(i >= 0 && i < numel(), ValueError, "at: index ", i, " is out of range for a tensor of ", numel(),
+                " elements, shape ", to_string(shape()));
+    return value().at(i);
+}
+
+double Tensor::at(std::initializer_list<std::int64_t> idx) const
+{
+    SPOOL_CHECK(static_cast<int>(idx.size()) == dim(), ValueError, "at: expected ", dim(), " indices for shape ",
+                to_string(shape()), "; got ", idx.size());
+    std::int64_t flat = 0;
+    int d = 0;
+    for (auto i : idx) {
+        SPOOL_CHECK(i >= 0 && i < shape()[d], ValueError, "at: index ", i, " is out of range for dimension ", d,
+                    " of shape ", to_string(shape()));
+        flat = flat * shape()[d] + i;
+        ++d;
+    }
+    return value().at(flat);
+}
+
+std::vector<double> Tensor::tolist() const
+{
+    std::vector<double> out(numel());
+    for (std::int64_t i = 0; i < numel(); ++i) out[i] = value().at(i);
+    return out;
+}
+
+void Tensor::backward() const
+{
+    Tape* t = Tape::current();
+    SPOOL_CHECK(t, AutogradError, "backward: no live Tape on this thread; create a spool::Tape before the forward pass");
+    t->backward(*this);
+}
+
+void Tensor::backward(const Tensor& seed) const
+{
+    Tape* t = Tape::current();
+    SPOOL_CHECK(t, AutogradError, "backward: no live Tape on this thread; create a spool::Tape before the forward pass");
+    t->backward(*this, seed);
+}
+
+// ---- printing (PyTorch's layout: tensor([[...], ...], dtype=..., requires_grad=True)) ----------
+
+namespace {
+void print_rec(std::ostream& os, const Value& v, int d, std::int64_t& i, int indent)
+{
+    const Shape& s = v.shape();
+    if (d == s.rank()) {
+        double x = v.at(i++);
+        if (v.dtype() == DType::b8) os << (x != 0 ? "True" : "False");
+        else if (v.dtype() == DType::i64) os << static_cast<std::int64_t>(x);
+        else if (std::isnan(x)) os << "nan";
+        else if (std::isinf(x)) os << (x > 0 ? "inf" : "-inf");
+        else os << std::fixed << std::setprecision(4) << x;
+        return;
+    }
+    os << '[';
+    for (std::int64_t k = 0; k < s[d]; ++k) {
+        if (k) {
+            os << ',';
+            if (d + 1 < s.rank()) os << '\n' << std::string(indent + d + 1, ' ');
+            else os << ' ';
+        }
+        print_rec(os, v, d + 1, i, indent);
+    }
+    os << ']';
+}
+}  // namespace
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t)
+{
+    if (!t.defined()) return os << "tensor(undefined)";
+    std::ostringstream body;
+    std::int64_t i = 0;
+    print_rec(body, t.value(), 0, i, 7);
+    os << "tensor(" << body.str();
+    if (t.dtype() == DType::f64) os << ", dtype=torch.float64";
+    if (t.requires_grad()) os << ", requires_grad=True";
+    return os << ')';
+}
+
+// ---- creation -----------------------------------------------------------------------------------
+
+Tensor empty(const Shape& shape, TensorOptions o) { return Tensor(Value::empty(shape, o.dtype), o.requires_grad); }
+Tensor zeros(const Shape& shape, TensorOptions o) { return Tensor(Value::zeros(shape, o.dtype), o.requires_grad); }
+Tensor ones(const Shape& shape, TensorOptions o) { return full(shape, 1.0, o); }
+Tensor full(const Shape& shape, double value, TensorOptions o)
+{
+    return Tensor(Value::full(shape, value, o.dtype), o.requires_grad);
+}
+Tensor scalar(double value, TensorOptions o) { return full(Shape{}, value, o); }
+
+Tensor arange(double start, double end, double step, TensorOptions o)
+{
+    SPOOL_CHECK(step != 0, ValueError, "arange: step must be nonzero");
+    SPOOL_CHECK((end - start) * step >= 0, ValueError, "arange: upper bound and larger bound inconsistent with step sign; got start ",
+                start, ", end ", end, ", step ", step);
+    auto n = static_cast<std::int64_t>(std::ceil((end - start) / step));
+    Value v = Value::empty(Shape{n}, o.dtype);
+    for (std::int64_t i = 0; i < n; ++i) v.set(i, start + static_cast<double>(i) * step);
+    return Tensor(std::move(v), o.requires_grad);
+}
+
+Tensor arange(double end, TensorOptions o) { return arange(0, end, 1, o); }
+
+namespace {
+template <class V>
+Tensor from_data(const V& data, const Shape& shape, TensorOptions o)
+{
+    SPOOL_CHECK(static_cast<std::int64_t>(data.size()) == shape.numel(), ShapeError, "from_vector: ", data.size(),
+                " values do not fill shape ", to_string(shape), " (", shape.numel(), " elements)");
+    Value v = Value::empty(shape, o.dtype);
+    for (std::size_t i = 0; i < data.size(); ++i) v.set(static_cast<std::int64_t>(i), static_cast<double>(data[i]));
+    return Tensor(std::move(v), o.requires_grad);
+}
+}  // namespace
+
+Tensor from_vector(const std::vector<double>& d, const Shape& s, TensorOptions o) { return from_data(d, s, o); }
+Tensor from_vector(const std::vector<float>& d, const Shape& s, TensorOptions o) { return from_data(d, s, o); }
+Tensor from_vector(const std::vector<std::int64_t>& d, const Shape& s, TensorOptions o)
+{
+    if (o.dtype == DType::i64) {  // exact for every int64, not via double
+        SPOOL_CHECK(static_cast<std::int64_t>(d.size()) == s.numel(), ShapeError, "from_vector: ", d.size(),
+                    " values do not fill shape ", to_string(s), " (", s.numel(), " elements)");
+        Value v = Value::empty(s, DType::i64);
+        std::copy(d.begin(), d.end(), v.data<std::int64_t>());
+        return Tensor(std::move(v));
+    }
+    return from_data(d, s, o);
+}
+Tensor from_vector(const std::vector<bool>& d, const Shape& s, TensorOptions o) { return from_data(d, s, o); }
+
+Tensor rand(const Shape& shape, TensorOptions o)
+{
+    Value v = Value::empty(shape, o.dtype);
+    std::int64_t n = v.numel();
+    if (o.dtype == DType::f32) rng::uniform(rng::reserve((n + 3) / 4), v.data<float>(), n);
+    else if (o.dtype == DType::f64) rng::uniform(rng::reserve((n + 1) / 2), v.data<double>(), n);
+    else throw TypeError(detail::cat("rand: expected a float dtype; got ", dtype_name(o.dtype)));
+    return Tensor(std::move(v), o.requires_grad);
+}
+
+Tensor randn(const Shape& shape, TensorOptions o)
+{
+    Value v = Value::empty(shape, o.dtype);
+    std::int64_t n = v.numel();
+    if (o.dtype == DType::f32) rng::normal(rng::reserve((n + 1) / 2), v.data<float>(), n);
+    else if (o.dtype == DType::f64) rng::normal(rng::reserve(n), v.data<double>(), n);
+    else throw TypeError(detail::cat("randn: expected a float dtype; got ", dtype_name(o.dtype)));
+    return Tensor(std::move(v), o.requires_grad);
+}
+
+Tensor uniform(const Shape& shape, double low, double high, TensorOptions o)
+{
+    SPOOL_CHECK(low <= high, ValueError, "uniform: low must be <= high; got ", low, " and ", high);
+    Tensor u = rand(shape, {.dtype = o.dtype});
+    Value v = kernels::add_scalar(kernels::mul_scalar(u.value(), high - low), low);
+    return Tensor(std::move(v), o.requires_grad);
+}
+
+}  // namespace spool

@@ -1,0 +1,98 @@
+// spool::Tensor: a cheap handle (shared ownership) to a value, an optional gradient and
+// its link to the tape. Creation functions and printing live here; differentiable ops
+// are in autograd/ops.hpp, the tape in autograd/tape.hpp. Copying a Tensor shares it.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <iosfwd>
+#include <memory>
+#include <vector>
+
+#include "tensor/value.hpp"
+
+namespace spool {
+
+struct TensorImpl {
+    Value value;
+    Value grad;                   ///< leaves only: accumulated by backward until zero_grad
+    bool requires_grad = false;
+    std::uint64_t tape_id = 0;    ///< the tape whose node produced this tensor (0: a leaf)
+    std::int32_t node = -1;       ///< index of that node on its tape
+    std::int32_t output = 0;      ///< which output of the node
+};
+
+class Tensor {
+public:
+    Tensor() = default;
+    explicit Tensor(Value v, bool requires_grad = false);
+
+    bool defined() const { return impl_ != nullptr; }
+    const Value& value() const { return impl_->value; }
+    Value& value() { return impl_->value; }
+    const Shape& shape() const { return impl_->value.shape(); }
+    std::int64_t size(int dim) const;
+    int dim() const { return impl_->value.rank(); }
+    std::int64_t numel() const { return impl_->value.numel(); }
+    DType dtype() const { return impl_->value.dtype(); }
+
+    bool requires_grad() const { return impl_->requires_grad; }
+    /// Mark a leaf as a parameter whose gradient backward accumulates. Float dtypes only.
+    Tensor& requires_grad_(bool on = true);
+    /// The accumulated gradient of a leaf (an undefined Tensor before the first backward).
+    Tensor grad() const;
+    void zero_grad();
+    /// A Tensor sharing the value, cut from the tape and from gradients.
+    Tensor detach() const;
+    /// True when produced by an op recorded on the currently live tape.
+    bool is_leaf() const;
+
+    /// The single element of a one-element tensor, as double.
+    double item() const;
+    /// Flat element i, as double (bounds-checked).
+    double at(std::int64_t i) const;
+    /// Element at a multi-index (bounds-checked).
+    double at(std::initializer_list<std::int64_t> idx) const;
+    /// All elements, flattened, as doubles.
+    std::vector<double> tolist() const;
+    template <class T> T* data() { return impl_->value.data<T>(); }
+    template <class T> const T* data() const { return impl_->value.data<T>(); }
+
+    /// Shorthand for the current tape's backward from this tensor.
+    void backward() const;
+    void backward(const Tensor& seed) const;
+
+    const std::shared_ptr<TensorImpl>& impl() const { return impl_; }
+    bool same(const Tensor& o) const { return impl_ == o.impl_; }
+
+private:
+    std::shared_ptr<TensorImpl> impl_;
+};
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+// ---- creation ------------------------------------------------------------------------------
+struct TensorOptions {
+    DType dtype = DType::f32;
+    bool requires_grad = false;
+};
+
+Tensor empty(const Shape& shape, TensorOptions o = {});
+Tensor zeros(const Shape& shape, TensorOptions o = {});
+Tensor ones(const Shape& shape, TensorOptions o = {});
+Tensor full(const Shape& shape, double value, TensorOptions o = {});
+Tensor scalar(double value, TensorOptions o = {});
+/// [start, end) with step, like torch.arange; int64 unless o.dtype says otherwise.
+Tensor arange(double start, double end, double step = 1, TensorOptions o = {.dtype = DType::i64});
+Tensor arange(double end, TensorOptions o = {.dtype = DType::i64});
+/// From flat data and a shape (numel must match).
+Tensor from_vector(const std::vector<double>& data, const Shape& shape, TensorOptions o = {});
+Tensor from_vector(const std::vector<float>& data, const Shape& shape, TensorOptions o = {});
+Tensor from_vector(const std::vector<std::int64_t>& data, const Shape& shape, TensorOptions o = {.dtype = DType::i64});
+Tensor from_vector(const std::vector<bool>& data, const Shape& shape, TensorOptions o = {.dtype = DType::b8});
+/// Uniform [0, 1) and standard normal from the seeded generator (spool::manual_seed).
+Tensor rand(const Shape& shape, TensorOptions o = {});
+Tensor randn(const Shape& shape, TensorOptions o = {});
+/// Uniform [low, high).
+Tensor uniform(const Shape& shape, double low, double high, TensorOptions o = {});
+
+}  // namespace spool

@@ -1,0 +1,67 @@
+// Shared by the benchmark programs: a monotonic clock, medians with min and max, and
+// JSON-line printing. Timing lives here, never in tests.
+#pragma once
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace spool::bench {
+
+inline double now_s()
+{
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Stats {
+    double median = 0, min = 0, max = 0;
+};
+
+inline Stats stats_of(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    Stats s;
+    if (v.empty()) return s;
+    std::size_t n = v.size();
+    s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    s.min = v.front();
+    s.max = v.back();
+    return s;
+}
+
+/// Builds one JSON object line field by field.
+class Json {
+public:
+    explicit Json(const char* bench) { out_ = std::string("{\"bench\":\"") + bench + "\""; }
+    Json& num(const char* key, double v)
+    {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, ",\"%s\":%.6g", key, v);
+        out_ += buf;
+        return *this;
+    }
+    Json& str(const char* key, const std::string& v)
+    {
+        out_ += std::string(",\"") + key + "\":\"" + v + "\"";
+        return *this;
+    }
+    /// key (median), key_min, key_max
+    Json& stats(const std::string& key, const Stats& s)
+    {
+        num(key.c_str(), s.median);
+        num((key + "_min").c_str(), s.min);
+        num((key + "_max").c_str(), s.max);
+        return *this;
+    }
+    void print() const
+    {
+        std::printf("%s}\n", out_.c_str());
+        std::fflush(stdout);
+    }
+
+private:
+    std::string out_;
+};
+
+}  // namespace spool::bench

@@ -1,0 +1,122 @@
+// W1: single-precision GEMM throughput, spool vs OpenBLAS, one JSON line per (shape, threads).
+// Square n in {128 .. 2048} and the Transformer shapes (M x K x N) 2048x256x1024, 2048x1024x256,
+// 2048x256x256, at 1 and 2 threads. Medians (with min and max) over >= 10 timed samples after
+// warm-up; spool and OpenBLAS are interleaved A B A B so their ratio shares the machine's noise.
+// The OpenBLAS half is built only with SPOOL_HAVE_OPENBLAS. Flags: --quick (fewer shapes/samples).
+// Not here: other dtypes, transposed operands (the tests cover those for correctness).
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "tensor/gemm.hpp"
+#include "tensor/threads.hpp"
+
+#ifdef SPOOL_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace {
+
+struct Shape {
+    int64_t m, k, n;
+};
+
+struct Stats {
+    double median, min, max;
+};
+
+Stats stats(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    const double median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return {median, v.front(), v.back()};
+}
+
+// GFLOP/s of one sample: `calls` back-to-back calls of f, so that a sample lasts long enough to time.
+template <class F>
+double sample(F&& f, int calls, double flops)
+{
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) f();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return flops * calls / s * 1e-9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    bool quick = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else {
+            std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+
+    std::vector<Shape> shapes;
+    for (int64_t n : {128, 256, 512, 1024, 2048})
+        if (!quick || n <= 512) shapes.push_back({n, n, n});
+    shapes.push_back({2048, 256, 1024});
+    if (!quick) {
+        shapes.push_back({2048, 1024, 256});
+        shapes.push_back({2048, 256, 256});
+    }
+    const int samples = quick ? 3 : 15;
+    const int warmup = quick ? 1 : 3;
+
+    std::mt19937 gen(1234);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    for (const Shape& s : shapes) {
+        std::vector<float> A(std::size_t(s.m * s.k)), B(std::size_t(s.k * s.n)), C(std::size_t(s.m * s.n));
+        for (float& x : A) x = dist(gen);
+        for (float& x : B) x = dist(gen);
+        const double flops = 2.0 * double(s.m) * double(s.n) * double(s.k);
+        const int calls = int(std::max(1.0, 1e8 / flops));  // a sample does >= 0.1 GFLOP
+
+        for (int threads : {1, 2}) {
+            spool::set_num_threads(threads);
+            auto run_spool = [&] {
+                spool::kernels::gemm<float>(false, false, s.m, s.n, s.k, 1.0f, A.data(), s.k, B.data(), s.n, 0.0f,
+                                            C.data(), s.n);
+            };
+#ifdef SPOOL_HAVE_OPENBLAS
+            openblas_set_num_threads(threads);
+            auto run_openblas = [&] {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(s.m), int(s.n), int(s.k), 1.0f, A.data(),
+                            int(s.k), B.data(), int(s.n), 0.0f, C.data(), int(s.n));
+            };
+#endif
+            std::vector<double> ours, theirs;
+            for (int r = 0; r < warmup + samples; ++r) {
+                const double g = sample(run_spool, calls, flops);
+                if (r >= warmup) ours.push_back(g);
+#ifdef SPOOL_HAVE_OPENBLAS
+                const double h = sample(run_openblas, calls, flops);
+                if (r >= warmup) theirs.push_back(h);
+#endif
+            }
+            const Stats a = stats(ours);
+            std::printf("{\"bench\":\"gemm\",\"m\":%lld,\"k\":%lld,\"n\":%lld,\"threads\":%d,"
+                        "\"gflops\":%.2f,\"gflops_min\":%.2f,\"gflops_max\":%.2f",
+                        (long long)s.m, (long long)s.k, (long long)s.n, threads, a.median, a.min, a.max);
+#ifdef SPOOL_HAVE_OPENBLAS
+            const Stats b = stats(theirs);
+            std::printf(",\"openblas_gflops\":%.2f,\"openblas_gflops_min\":%.2f,\"openblas_gflops_max\":%.2f"
+                        ",\"ratio\":%.3f,\"openblas_core\":\"%s\"",
+                        b.median, b.min, b.max, a.median / b.median, openblas_get_corename());
+#endif
+            std::printf("}\n");
+            std::fflush(stdout);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,14 @@
+// spool: the whole public API in one include. Light on purpose: no xtensor or xsimd
+// here (those stay in the .cpp files), so a user program compiles in a few seconds.
+// For xt::xarray interop include "spool/xtensor.hpp" as well.
+#pragma once
+
+#include "tensor/dtype.hpp"
+#include "tensor/errors.hpp"
+#include "tensor/random.hpp"
+#include "tensor/shape.hpp"
+#include "tensor/threads.hpp"
+#include "autograd/tensor.hpp"
+#include "autograd/tape.hpp"
+#include "autograd/ops.hpp"
+#include "autograd/gradcheck.hpp"

@@ -1,0 +1,428 @@
+// Elementwise kernels: broadcasting binary ops, unary math, scalar ops, the backward
+// helpers of the activations, where / masked_fill. Reductions live in reduce.cpp.
+#include <cmath>
+#include <limits>
+
+#include "tensor/kernels.hpp"
+#include "tensor/simd.hpp"
+
+namespace spool::kernels {
+
+using namespace detail;
+
+// ---- broadcasting plan ------------------------------------------------------------------
+// Operands are described by strides over the output shape (0 on broadcast dims); adjacent
+// dims that are contiguous for every operand are merged, so the common cases (same shape,
+// scalar, bias over rows) become one long inner loop or rows of a long inner loop.
+
+namespace {
+
+template <int N>
+struct Plan {
+    int rank = 0;
+    std::int64_t dims[Shape::max_rank]{};
+    std::int64_t strides[N][Shape::max_rank]{};
+};
+
+template <int N>
+Plan<N> make_plan(const Shape& out, const Shape* const (&ins)[N])
+{
+    Plan<N> p;
+    int r = out.rank();
+    std::int64_t dims[Shape::max_rank], st[N][Shape::max_rank];
+    for (int k = 0; k < N; ++k) {
+        auto s = ins[k]->strides();
+        int off = r - ins[k]->rank();
+        for (int i = 0; i < r; ++i) {
+            int j = i - off;
+            st[k][i] = (j < 0 || (*ins[k])[j] == 1) ? 0 : s[j];
+        }
+    }
+    for (int i = 0; i < r; ++i) dims[i] = out[i];
+    // merge dim i into the running last dim when every operand is contiguous across them
+    for (int i = 0; i < r; ++i) {
+        if (dims[i] == 1) continue;
+        bool merge = p.rank > 0;
+        for (int k = 0; k < N && merge; ++k)
+            merge = st[k][i] * dims[i] == p.strides[k][p.rank - 1];
+        if (merge) {
+            // previous dim (outer) has stride == st * dims[i]: merge into one dim
+            for (int k = 0; k < N; ++k) p.strides[k][p.rank - 1] = st[k][i];
+            p.dims[p.rank - 1] *= dims[i];
+        } else {
+            for (int k = 0; k < N; ++k) p.strides[k][p.rank] = st[k][i];
+            p.dims[p.rank++] = dims[i];
+        }
+    }
+    if (p.rank == 0) {  // scalar (or all dims 1)
+        p.rank = 1;
+        p.dims[0] = 1;
+        for (int k = 0; k < N; ++k) p.strides[k][0] = 0;
+    }
+    return p;
+}
+
+/// Calls row(offsets[N], n) for every row of the plan (the last dim is the row).
+template <int N, class Row>
+void for_each_row(const Plan<N>& p, Row row)
+{
+    std::int64_t rows = 1;
+    for (int i = 0; i < p.rank - 1; ++i) rows *= p.dims[i];
+    std::int64_t n = p.dims[p.rank - 1];
+    auto run = [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            std::int64_t off[N] = {};
+            std::int64_t rem = r;
+            for (int i = p.rank - 2; i >= 0; --i) {
+                std::int64_t c = rem % p.dims[i];
+                rem /= p.dims[i];
+                for (int k = 0; k < N; ++k) off[k] += c * p.strides[k][i];
+            }
+            row(off, n);
+        }
+    };
+    if (rows * n < parallel_grain || rows == 1) {
+        run(0, rows);
+        return;
+    }
+    int nt = get_num_threads();
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int t = 0; t < nt; ++t) run(rows * t / nt, rows * (t + 1) / nt);
+}
+
+/// z[0..n) = f(x, y) with x/y stride 0 (broadcast scalar) or 1.
+template <class T, class F>
+void row2(const T* x, std::int64_t sx, const T* y, std::int64_t sy, T* z, std::int64_t n, F f)
+{
+    if (sx == 1 && sy == 1) {
+        if (n >= parallel_grain) return map2(x, y, z, n, f);
+        constexpr std::int64_t W = batch<T>::size;
+        std::int64_t i = 0;
+        for (; i + W <= n; i += W) f(batch<T>::load_unaligned(x + i), batch<T>::load_unaligned(y + i)).store_unaligned(z + i);
+        if (i < n) {
+            alignas(64) T bx[W] = {}, by[W] = {};
+            std::copy(x + i, x + n, bx);
+            std::copy(y + i, y + n, by);
+            f(batch<T>::load_aligned(bx), batch<T>::load_aligned(by)).store_aligned(bx);
+            std::copy(bx, bx + (n - i), z + i);
+        }
+        return;
+    }
+    constexpr std::int64_t W = batch<T>::size;
+    std::int64_t i = 0;
+    if (sx == 0 && sy == 1) {
+        batch<T> bx(*x);
+        for (; i + W <= n; i += W) f(bx, batch<T>::load_unaligned(y + i)).store_unaligned(z + i);
+    } else if (sx == 1 && sy == 0) {
+        batch<T> by(*y);
+        for (; i + W <= n; i += W) f(batch<T>::load_unaligned(x + i), by).store_unaligned(z + i);
+    }
+    // tail (and the general strided case) through lane 0 of a batch
+    for (; i < n; ++i) z[i] = f(batch<T>(x[i * sx]), batch<T>(y[i * sy])).get(0);
+}
+
+template <class F>
+Value binary(const Value& a, const Value& b, const char* op, F f)
+{
+    check_same_float(a, b, op);
+    Shape out = broadcast_shapes(a.shape(), b.shape(), op);
+    return dispatch_float(a.dtype(), op, [&]<class T>() {
+        Value z = Value::empty(out, a.dtype());
+        const Shape* ins[3] = {&a.shape(), &b.shape(), &out};
+        auto p = make_plan<3>(out, ins);
+        const T* x = a.data<T>();
+        const T* y = b.data<T>();
+        T* o = z.data<T>();
+        for_each_row<3>(p, [&](const std::int64_t* off, std::int64_t n) {
+            row2(x + off[0], p.strides[0][p.rank - 1], y + off[1], p.strides[1][p.rank - 1], o + off[2], n, f);
+        });
+        return z;
+    });
+}
+
+}  // namespace
+
+Value add(const Value& a, const Value& b) { return binary(a, b, "add", [](auto x, auto y) { return x + y; }); }
+Value sub(const Value& a, const Value& b) { return binary(a, b, "sub", [](auto x, auto y) { return x - y; }); }
+Value mul(const Value& a, const Value& b) { return binary(a, b, "mul", [](auto x, auto y) { return x * y; }); }
+Value div(const Value& a, const Value& b) { return binary(a, b, "div", [](auto x, auto y) { return x / y; }); }
+
+void add_(Value& a, const Value& b)
+{
+    check_same_float(a, b, "add_");
+    Shape out = broadcast_shapes(a.shape(), b.shape(), "add_");
+    SPOOL_CHECK(out == a.shape(), ShapeError, "add_: cannot broadcast ", to_string(b.shape()), " into ",
+                to_string(a.shape()));
+    dispatch_float(a.dtype(), "add_", [&]<class T>() {
+        const Shape* ins[2] = {&a.shape(), &b.shape()};
+        auto p = make_plan<2>(out, ins);
+        T* x = a.data<T>();
+        const T* y = b.data<T>();
+        for_each_row<2>(p, [&](const std::int64_t* off, std::int64_t n) {
+            row2(x + off[0], std::int64_t{1}, y + off[1], p.strides[1][p.rank - 1], x + off[0], n,
+                 [](auto u, auto v) { return u + v; });
+        });
+    });
+}
+
+// ---- unary -----------------------------------------------------------------------------
+
+namespace {
+
+template <class F>
+Value map_unary(const Value& x, const char* op, F f)
+{
+    return dispatch_float(x.dtype(), op, [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        map1(x.data<T>(), y.data<T>(), x.numel(), f);
+        return y;
+    });
+}
+
+template <class F>
+Value map_binary_same(const Value& a, const Value& b, const char* op, F f)
+{
+    check_same_float(a, b, op);
+    SPOOL_CHECK(a.shape() == b.shape(), ShapeError, op, ": shapes must match; got ", to_string(a.shape()), " and ",
+                to_string(b.shape()));
+    return dispatch_float(a.dtype(), op, [&]<class T>() {
+        Value z = Value::empty(a.shape(), a.dtype());
+        map2(a.data<T>(), b.data<T>(), z.data<T>(), a.numel(), f);
+        return z;
+    });
+}
+
+template <class B>
+B sigmoid_b(B x)
+{
+    return B(1) / (B(1) + xsimd::exp(-x));
+}
+
+constexpr double k_sqrt1_2 = 0.70710678118654752440;     // 1/sqrt(2)
+constexpr double k_inv_sqrt_2pi = 0.39894228040143267794;  // 1/sqrt(2 pi)
+constexpr double k_sqrt_2_pi = 0.79788456080286535588;     // sqrt(2/pi)
+constexpr double k_gelu_c = 0.044715;
+
+template <class B>
+B gelu_tanh_inner(B x)
+{
+    using T = typename B::value_type;
+    return B(T(k_sqrt_2_pi)) * (x + B(T(k_gelu_c)) * x * x * x);
+}
+
+}  // namespace
+
+Value unary(Unary op, const Value& x)
+{
+    switch (op) {
+    case Unary::neg: return map_unary(x, "neg", [](auto v) { return -v; });
+    case Unary::exp: return map_unary(x, "exp", [](auto v) { return xsimd::exp(v); });
+    case Unary::log: return map_unary(x, "log", [](auto v) { return xsimd::log(v); });
+    case Unary::sqrt: return map_unary(x, "sqrt", [](auto v) { return xsimd::sqrt(v); });
+    case Unary::abs: return map_unary(x, "abs", [](auto v) { return xsimd::abs(v); });
+    case Unary::tanh: return map_unary(x, "tanh", [](auto v) { return xsimd::tanh(v); });
+    case Unary::sigmoid: return map_unary(x, "sigmoid", [](auto v) { return sigmoid_b(v); });
+    case Unary::square: return map_unary(x, "square", [](auto v) { return v * v; });
+    // select keeps NaN: NaN < 0 is false, so NaN passes through (never silently 0)
+    case Unary::relu:
+        return map_unary(x, "relu", [](auto v) { return xsimd::select(v < decltype(v)(0), decltype(v)(0), v); });
+    case Unary::sign:
+        return map_unary(x, "sign", [](auto v) {
+            using B = decltype(v);
+            return xsimd::select(v > B(0), B(1), xsimd::select(v < B(0), B(-1), v));  // 0 and NaN stay
+        });
+    case Unary::gelu_erf:
+        return map_unary(x, "gelu", [](auto v) {
+            using B = decltype(v);
+            using T = typename B::value_type;
+            return B(T(0.5)) * v * (B(1) + xsimd::erf(v * B(T(k_sqrt1_2))));
+        });
+    case Unary::gelu_tanh:
+        return map_unary(x, "gelu", [](auto v) {
+            using B = decltype(v);
+            using T = typename B::value_type;
+            return B(T(0.5)) * v * (B(1) + xsimd::tanh(gelu_tanh_inner(v)));
+        });
+    }
+    return {};
+}
+
+Value add_scalar(const Value& x, double s)
+{
+    return dispatch_float(x.dtype(), "add", [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        batch<T> bs(static_cast<T>(s));
+        map1(x.data<T>(), y.data<T>(), x.numel(), [bs](auto v) { return v + bs; });
+        return y;
+    });
+}
+
+Value mul_scalar(const Value& x, double s)
+{
+    return dispatch_float(x.dtype(), "mul", [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        batch<T> bs(static_cast<T>(s));
+        map1(x.data<T>(), y.data<T>(), x.numel(), [bs](auto v) { return v * bs; });
+        return y;
+    });
+}
+
+namespace {
+/// x^p for a batch: exact repeated multiplication for small integer p, xsimd::pow otherwise.
+template <class B>
+B pow_b(B x, double p)
+{
+    using T = typename B::value_type;
+    if (p == std::floor(p) && std::abs(p) <= 64) {
+        long e = static_cast<long>(std::abs(p));
+        B r(1), base = x;
+        while (e) {
+            if (e & 1) r = r * base;
+            base = base * base;
+            e >>= 1;
+        }
+        return p < 0 ? B(1) / r : r;
+    }
+    if (p == 0.5) return xsimd::sqrt(x);
+    return xsimd::pow(x, B(static_cast<T>(p)));
+}
+}  // namespace
+
+Value pow_scalar(const Value& x, double p)
+{
+    return dispatch_float(x.dtype(), "pow", [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        map1(x.data<T>(), y.data<T>(), x.numel(), [p](auto v) { return pow_b(v, p); });
+        return y;
+    });
+}
+
+Value clamp(const Value& x, double lo, double hi)
+{
+    SPOOL_CHECK(!(lo > hi), ValueError, "clamp: min must be <= max; got min ", lo, " and max ", hi);
+    return dispatch_float(x.dtype(), "clamp", [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        batch<T> l(static_cast<T>(lo)), h(static_cast<T>(hi));
+        map1(x.data<T>(), y.data<T>(), x.numel(),
+             [l, h](auto v) { return xsimd::select(v < l, l, xsimd::select(v > h, h, v)); });
+        return y;
+    });
+}
+
+// ---- backward helpers --------------------------------------------------------------------
+
+Value relu_backward(const Value& dy, const Value& x)
+{
+    return map_binary_same(dy, x, "relu_backward", [](auto g, auto v) {
+        using B = decltype(v);
+        return xsimd::select(v > B(0), g, B(0));
+    });
+}
+
+Value tanh_backward(const Value& dy, const Value& y)
+{
+    return map_binary_same(dy, y, "tanh_backward", [](auto g, auto v) { return g * (decltype(v)(1) - v * v); });
+}
+
+Value sigmoid_backward(const Value& dy, const Value& y)
+{
+    return map_binary_same(dy, y, "sigmoid_backward", [](auto g, auto v) { return g * v * (decltype(v)(1) - v); });
+}
+
+Value gelu_backward(const Value& dy, const Value& x, bool tanh_approx)
+{
+    if (!tanh_approx)
+        // d/dx [x Φ(x)] = Φ(x) + x φ(x)
+        return map_binary_same(dy, x, "gelu_backward", [](auto g, auto v) {
+            using B = decltype(v);
+            using T = typename B::value_type;
+            B cdf = B(T(0.5)) * (B(1) + xsimd::erf(v * B(T(k_sqrt1_2))));
+            B pdf = B(T(k_inv_sqrt_2pi)) * xsimd::exp(B(T(-0.5)) * v * v);
+            return g * (cdf + v * pdf);
+        });
+    // y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi)(x + c x^3)
+    // dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 c x^2)
+    return map_binary_same(dy, x, "gelu_backward", [](auto g, auto v) {
+        using B = decltype(v);
+        using T = typename B::value_type;
+        B t = xsimd::tanh(gelu_tanh_inner(v));
+        B du = B(T(k_sqrt_2_pi)) * (B(1) + B(T(3 * k_gelu_c)) * v * v);
+        return g * (B(T(0.5)) * (B(1) + t) + B(T(0.5)) * v * (B(1) - t * t) * du);
+    });
+}
+
+Value abs_backward(const Value& dy, const Value& x)
+{
+    return map_binary_same(dy, x, "abs_backward", [](auto g, auto v) {
+        using B = decltype(v);
+        return g * xsimd::select(v > B(0), B(1), xsimd::select(v < B(0), B(-1), B(0)));
+    });
+}
+
+Value clamp_backward(const Value& dy, const Value& x, double lo, double hi)
+{
+    return map_binary_same(dy, x, "clamp_backward", [lo, hi](auto g, auto v) {
+        using B = decltype(v);
+        using T = typename B::value_type;
+        return xsimd::select((v >= B(static_cast<T>(lo))) && (v <= B(static_cast<T>(hi))), g, B(0));
+    });
+}
+
+Value pow_backward(const Value& dy, const Value& x, double p)
+{
+    if (p == 0) return Value::zeros(x.shape(), x.dtype());
+    return map_binary_same(dy, x, "pow_backward", [p](auto g, auto v) {
+        using B = decltype(v);
+        using T = typename B::value_type;
+        return g * B(static_cast<T>(p)) * pow_b(v, p - 1);
+    });
+}
+
+// ---- selection ------------------------------------------------------------------------------
+
+Value where(const Value& cond, const Value& a, const Value& b)
+{
+    SPOOL_CHECK(cond.dtype() == DType::b8, TypeError, "where: condition must be bool; got ", dtype_name(cond.dtype()));
+    check_same_float(a, b, "where");
+    Shape out = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
+    return dispatch_float(a.dtype(), "where", [&]<class T>() {
+        Value z = Value::empty(out, a.dtype());
+        const Shape* ins[4] = {&cond.shape(), &a.shape(), &b.shape(), &out};
+        auto p = make_plan<4>(out, ins);
+        const bool* c = cond.data<bool>();
+        const T* x = a.data<T>();
+        const T* y = b.data<T>();
+        T* o = z.data<T>();
+        int last = p.rank - 1;
+        for_each_row<4>(p, [&](const std::int64_t* off, std::int64_t n) {
+            for (std::int64_t i = 0; i < n; ++i)
+                o[off[3] + i] = c[off[0] + i * p.strides[0][last]] ? x[off[1] + i * p.strides[1][last]]
+                                                                  : y[off[2] + i * p.strides[2][last]];
+        });
+        return z;
+    });
+}
+
+Value masked_fill(const Value& x, const Value& mask, double value)
+{
+    SPOOL_CHECK(mask.dtype() == DType::b8, TypeError, "masked_fill: mask must be bool; got ", dtype_name(mask.dtype()));
+    Shape out = broadcast_shapes(x.shape(), mask.shape(), "masked_fill");
+    SPOOL_CHECK(out == x.shape(), ShapeError, "masked_fill: mask ", to_string(mask.shape()),
+                " does not broadcast to the input ", to_string(x.shape()));
+    return dispatch_float(x.dtype(), "masked_fill", [&]<class T>() {
+        Value z = Value::empty(out, x.dtype());
+        const Shape* ins[2] = {&mask.shape(), &out};
+        auto p = make_plan<2>(out, ins);
+        const bool* m = mask.data<bool>();
+        const T* xs = x.data<T>();
+        T* o = z.data<T>();
+        T v = static_cast<T>(value);
+        int last = p.rank - 1;
+        for_each_row<2>(p, [&](const std::int64_t* off, std::int64_t n) {
+            for (std::int64_t i = 0; i < n; ++i) o[off[1] + i] = m[off[0] + i * p.strides[0][last]] ? v : xs[off[1] + i];
+        });
+        return z;
+    });
+}
+
+}  // namespace spool::kernels

@@ -1,0 +1,474 @@
+// spool's GEMM: C = alpha * op(A) * op(B) + beta * C, float and double, row-major (see gemm.hpp).
+// BLIS-style: op(B) and op(A) are packed into cache-sized panels (packing applies the transposes),
+// and a register-blocked xsimd FMA micro-kernel computes MR x NR tiles of C; OpenMP splits C
+// between threads. Small products skip packing and threads (direct path on the operands).
+// Not here: runtime ISA dispatch (the arch is xsimd's compile-time default), complex or mixed types.
+
+#include "tensor/gemm.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <utility>
+#include <xsimd/xsimd.hpp>
+
+#include "tensor/errors.hpp"
+#include "tensor/threads.hpp"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace spool::kernels {
+
+namespace {
+
+// ---- tile and blocking parameters --------------------------------------------------------------
+
+template <class T>
+using Vec = xsimd::batch<T>;
+
+// The register tile: MR rows of C by NR = NV vectors. Per k step the kernel loads NV vectors of
+// packed B, broadcasts MR values of packed A, and issues MR*NV FMAs into accumulators that live
+// in registers for the whole K loop.
+//   AVX-512 (32 zmm): 14 x 2 = 28 accumulators + 2 B vectors + 1 broadcast (float 14x32).
+//   AVX2    (16 ymm):  6 x 2 = 12 accumulators + 2 B + 1 broadcast              (float 6x16).
+//   SSE2    (16 xmm):  4 x 2 =  8 accumulators; no FMA, so mul and add need temporaries.
+template <class T>
+struct Tile {
+    static constexpr int L = int(Vec<T>::size);
+    static constexpr int NV = 2;
+    static constexpr int NR = NV * L;
+    static constexpr int MR = sizeof(Vec<T>) == 64 ? 14 : sizeof(Vec<T>) == 32 ? 6 : 4;
+};
+
+// Cache blocking (sizes in elements), chosen for this machine: L1d 48 KiB, L2 2 MiB per core.
+//   KC: a packed B micro-panel (KC x NR) stays in L1 while the kernel sweeps the MC rows of the
+//       packed A block: 256 x 32 floats = 32 KiB (AVX2: 16 KiB; double: same bytes as float).
+//   MC: the packed A block (MC x KC) stays in L2 while it is reused for every NR-wide panel of B:
+//       420 x 256 floats = 420 KiB, a fifth of L2, leaving room for the B block's stream and C.
+//   NC: the packed B block (KC x NC) lives in L3 and is reused for every MC block of A:
+//       256 x 4096 floats = 4 MiB.
+template <class T>
+struct Blocking {
+    static constexpr int64_t KC = 256;
+    static constexpr int64_t MC = Tile<T>::MR * 30;
+    static constexpr int64_t NC = 4096;
+};
+
+// Below this many multiply-adds (M*N*K) the direct path wins: no packing, no threads.
+constexpr int64_t kDirectFlops = int64_t(64) * 64 * 64;
+// Below this many multiply-adds per thread, one more thread costs more than it saves.
+constexpr int64_t kFlopsPerThread = int64_t(96) * 96 * 96;
+
+template <class T>
+constexpr T round_up(T x, T m) { return (x + m - 1) / m * m; }
+
+// ---- thread-local packing buffers --------------------------------------------------------------
+
+// Grow-only 64-byte aligned scratch, one pair per thread and element type, so a steady stream of
+// GEMM calls never allocates.
+template <class T>
+class Scratch {
+public:
+    T* get(std::size_t n)
+    {
+        if (n > cap_) {
+            void* p = std::aligned_alloc(64, round_up<std::size_t>(n * sizeof(T), 64));
+            if (!p) throw std::bad_alloc();
+            data_.reset(static_cast<T*>(p));
+            cap_ = n;
+        }
+        return data_.get();
+    }
+
+private:
+    struct Free { void operator()(T* p) const { std::free(p); } };
+    std::unique_ptr<T, Free> data_;
+    std::size_t cap_ = 0;
+};
+
+template <class T>
+struct PackBuffers {
+    Scratch<T> a, b;
+};
+
+template <class T>
+PackBuffers<T>& pack_buffers()
+{
+    thread_local PackBuffers<T> buffers;
+    return buffers;
+}
+
+// ---- operand views -----------------------------------------------------------------------------
+
+// op(X) as a logical row-major matrix: element (r, c) is p[r*ld + c], or p[c*ld + r] when trans.
+template <class T>
+struct View {
+    const T* p;
+    int64_t ld;
+    bool trans;
+    const T* at(int64_t r, int64_t c) const { return trans ? p + c * ld + r : p + r * ld + c; }
+};
+
+// ---- micro-kernel ------------------------------------------------------------------------------
+
+// xsimd 8.1 spells the AVX-512 fma as the generic x*y+z, which ISO C++ mode does not contract
+// into one instruction; call the intrinsic there.
+template <class T>
+inline Vec<T> fmadd(const Vec<T>& x, const Vec<T>& y, const Vec<T>& z)
+{
+#if defined(__AVX512F__)
+    if constexpr (sizeof(Vec<T>) == 64) {
+        if constexpr (std::is_same_v<T, float>) return Vec<T>(_mm512_fmadd_ps(x, y, z));
+        else return Vec<T>(_mm512_fmadd_pd(x, y, z));
+    }
+#endif
+    return xsimd::fma(x, y, z);
+}
+
+// C[R, NR] = alpha * sum_k a(:, k) b(k, :) + beta * C, with the sum held in R x NV registers.
+// A element (i, k) is a[i + k*as] (packed panel, or A stored [K, M]) or, with ARows, a[i*as + k]
+// (A stored [M, K], read in place). Row k of B is the NR values at b + k*bs. beta == 0: C not read.
+template <class T, int R, bool ARows>
+void micro_kernel(int64_t kc, const T* __restrict a, int64_t as, const T* __restrict b, int64_t bs,
+                  T* __restrict c, int64_t ldc, T alpha, T beta)
+{
+    using V = Vec<T>;
+    constexpr int L = Tile<T>::L, NV = Tile<T>::NV;
+    V acc[R][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = V(T(0));
+    // C's rows are far apart (ldc); fetch the tile now so it is in L1 when the K loop ends
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+        __builtin_prefetch(c + i * ldc, 1);
+        __builtin_prefetch(c + i * ldc + NV * L - 1, 1);
+    }
+
+    for (int64_t k = 0; k < kc; ++k) {
+        V bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = V::load_unaligned(b + v * L);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+            const V ai(ARows ? a[i * as] : a[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = fmadd<T>(ai, bv[v], acc[i][v]);
+        }
+        a += ARows ? 1 : as;
+        b += bs;
+    }
+
+    const V va(alpha);
+    if (beta == T(0)) {
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) (acc[i][v] * va).store_unaligned(c + i * ldc + v * L);
+    } else {
+        const V vb(beta);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) {
+                T* p = c + i * ldc + v * L;
+                fmadd<T>(vb, V::load_unaligned(p), acc[i][v] * va).store_unaligned(p);
+            }
+    }
+}
+
+template <class T>
+using KernelFn = void (*)(int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, T, T);
+
+// One kernel per row count 1..MR, so edge tiles of fewer rows compute only their rows.
+template <class T, bool ARows, std::size_t... R>
+constexpr std::array<KernelFn<T>, sizeof...(R)> make_kernels(std::index_sequence<R...>)
+{
+    return {&micro_kernel<T, int(R) + 1, ARows>...};
+}
+
+template <class T, bool ARows>
+constexpr auto kKernels = make_kernels<T, ARows>(std::make_index_sequence<Tile<T>::MR>{});
+
+// One mr x nr tile of C (mr <= MR, nr <= NR). B rows always hold NR readable values (packed panels
+// are zero-padded); a tile narrower than NR goes through a register-sized buffer, as xsimd 8.1
+// has no masked stores.
+template <class T, bool ARows>
+inline void tile(int64_t mr, int64_t nr, int64_t kc, const T* a, int64_t as, const T* b, int64_t bs, T* c,
+                 int64_t ldc, T alpha, T beta)
+{
+    constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+    const KernelFn<T> kernel = kKernels<T, ARows>[mr - 1];
+    if (nr == NR) {
+        kernel(kc, a, as, b, bs, c, ldc, alpha, beta);
+        return;
+    }
+    alignas(64) T buf[MR * NR];
+    kernel(kc, a, as, b, bs, buf, NR, alpha, T(0));
+    for (int64_t i = 0; i < mr; ++i) {
+        T* ci = c + i * ldc;
+        const T* bi = buf + i * NR;
+        if (beta == T(0))
+            for (int64_t j = 0; j < nr; ++j) ci[j] = bi[j];
+        else
+            for (int64_t j = 0; j < nr; ++j) ci[j] = bi[j] + beta * ci[j];
+    }
+}
+
+// ---- packing -----------------------------------------------------------------------------------
+
+// op(B)[k0:k0+kc, j0:j0+nc] -> panels of NR columns, each kc x NR row-major (row k = NR values),
+// the last panel zero-padded to NR columns.
+template <class T>
+void pack_b(const View<T>& B, int64_t k0, int64_t j0, int64_t kc, int64_t nc, T* __restrict dst)
+{
+    constexpr int NR = Tile<T>::NR, L = Tile<T>::L;
+    for (int64_t jp = 0; jp < nc; jp += NR, dst += kc * NR) {
+        const int64_t nr = std::min<int64_t>(NR, nc - jp);
+        if (!B.trans) {
+            const T* src = B.at(k0, j0 + jp);
+            if (nr == NR) {
+                for (int64_t k = 0; k < kc; ++k, src += B.ld)
+#pragma GCC unroll 4
+                    for (int v = 0; v < NR / L; ++v) Vec<T>::load_unaligned(src + v * L).store_aligned(dst + k * NR + v * L);
+            } else {
+                for (int64_t k = 0; k < kc; ++k, src += B.ld) {
+                    for (int64_t j = 0; j < nr; ++j) dst[k * NR + j] = src[j];
+                    for (int64_t j = nr; j < NR; ++j) dst[k * NR + j] = T(0);
+                }
+            }
+        } else {
+            // B stored [N, K]: column j of op(B) is a contiguous row of B.
+            for (int64_t j = 0; j < nr; ++j) {
+                const T* src = B.at(k0, j0 + jp + j);
+                for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+            }
+            for (int64_t j = nr; j < NR; ++j)
+                for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
+        }
+    }
+}
+
+// op(A)[i0:i0+mc, k0:k0+kc] -> panels of MR rows, each kc x MR (column k = MR values). The last
+// panel is not padded: its kernel reads only its rows.
+template <class T>
+void pack_a(const View<T>& A, int64_t i0, int64_t k0, int64_t mc, int64_t kc, T* __restrict dst)
+{
+    constexpr int MR = Tile<T>::MR;
+    for (int64_t ip = 0; ip < mc; ip += MR, dst += kc * MR) {
+        const int64_t mr = std::min<int64_t>(MR, mc - ip);
+        if (A.trans) {
+            // A stored [K, M]: column k of op(A) is a contiguous run of row k of A.
+            const T* src = A.at(i0 + ip, k0);
+            for (int64_t k = 0; k < kc; ++k, src += A.ld)
+                for (int64_t i = 0; i < mr; ++i) dst[k * MR + i] = src[i];
+        } else if (mr == MR) {
+            const T* rows[MR];
+            for (int i = 0; i < MR; ++i) rows[i] = A.at(i0 + ip + i, k0);
+            for (int64_t k = 0; k < kc; ++k)
+#pragma GCC unroll 16
+                for (int i = 0; i < MR; ++i) dst[k * MR + i] = rows[i][k];
+        } else {
+            for (int64_t i = 0; i < mr; ++i) {
+                const T* src = A.at(i0 + ip + i, k0);
+                for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = src[k];
+            }
+        }
+    }
+}
+
+// ---- serial drivers ----------------------------------------------------------------------------
+
+// The blocked algorithm on one thread: for each KC x NC block of op(B) (packed once), for each
+// MC x KC block of op(A) (packed once), sweep the NR-wide B panels, each over the MR-row A panels.
+template <class T>
+void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
+                 int64_t ldc)
+{
+    constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+    constexpr int64_t KC = Blocking<T>::KC, MC = Blocking<T>::MC, NC = Blocking<T>::NC;
+    PackBuffers<T>& buffers = pack_buffers<T>();
+    T* bp = buffers.b.get(std::size_t(std::min(K, KC) * round_up(std::min(N, NC), NR)));
+    T* ap = buffers.a.get(std::size_t(round_up(std::min(M, MC), MR) * std::min(K, KC)));
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        const int64_t nc = std::min(NC, N - jc);
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            const int64_t kc = std::min(KC, K - pc);
+            const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
+            pack_b(B, pc, jc, kc, nc, bp);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                const int64_t mc = std::min(MC, M - ic);
+                pack_a(A, ic, pc, mc, kc, ap);
+                for (int64_t jr = 0; jr < nc; jr += NR)
+                    for (int64_t ir = 0; ir < mc; ir += MR)
+                        tile<T, false>(std::min(MR, mc - ir), std::min(NR, nc - jr), kc, ap + ir * kc, MR,
+                                       bp + jr * kc, NR, C + (ic + ir) * ldc + jc + jr, ldc, alpha, beta_k);
+            }
+        }
+    }
+}
+
+// Small products: the kernel reads A where it lies (either layout) and B rows in place when B is
+// not transposed; only a transposed B, or the last NR-narrow panel, is packed (one KC x NR panel).
+template <class T>
+void gemm_direct(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
+                 int64_t ldc)
+{
+    constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, KC = Blocking<T>::KC;
+    T* panel = pack_buffers<T>().b.get(std::size_t(KC * NR));
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = std::min(KC, K - pc);
+        const T beta_k = pc == 0 ? beta : T(1);
+        for (int64_t jr = 0; jr < N; jr += NR) {
+            const int64_t nr = std::min(NR, N - jr);
+            const T* b = B.at(pc, jr);
+            int64_t bs = B.ld;
+            if (B.trans || nr < NR) {
+                pack_b(B, pc, jr, kc, nr, panel);
+                b = panel;
+                bs = NR;
+            }
+            for (int64_t ir = 0; ir < M; ir += MR) {
+                const int64_t mr = std::min(MR, M - ir);
+                T* c = C + ir * ldc + jr;
+                if (A.trans)
+                    tile<T, false>(mr, nr, kc, A.at(ir, pc), A.ld, b, bs, c, ldc, alpha, beta_k);
+                else
+                    tile<T, true>(mr, nr, kc, A.at(ir, pc), A.ld, b, bs, c, ldc, alpha, beta_k);
+            }
+        }
+    }
+}
+
+// C = beta * C (K == 0 or alpha == 0); beta == 0 writes zeros without reading C.
+template <class T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; ++i) {
+        T* c = C + i * ldc;
+        if (beta == T(0))
+            std::fill(c, c + N, T(0));
+        else if (beta != T(1))
+            for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+}
+
+template <class T>
+void gemm_serial(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
+                 int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == T(0)) return scale_c(M, N, beta, C, ldc);
+    if (M * N * K < kDirectFlops) return gemm_direct(M, N, K, alpha, A, B, beta, C, ldc);
+    gemm_packed(M, N, K, alpha, A, B, beta, C, ldc);
+}
+
+// ---- threading ---------------------------------------------------------------------------------
+
+// How C is cut between threads: a tm x tn grid of rectangles, each computed independently (each
+// thread packs what it reads). The grid minimises a thread's work: its tile area (rounded up to
+// register tiles) plus its packing, weighted as a packed element costs ~16 multiply-adds.
+struct Split {
+    int tm, tn;
+};
+
+template <class T>
+Split choose_split(int64_t M, int64_t N, int nt)
+{
+    constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+    Split best{nt, 1};
+    int64_t best_cost = -1;
+    for (int tm = 1; tm <= nt; ++tm) {
+        if (nt % tm) continue;
+        const int tn = nt / tm;
+        const int64_t mb = round_up((M + tm - 1) / tm, MR), nb = round_up((N + tn - 1) / tn, NR);
+        const int64_t cost = mb * nb + 16 * (mb + nb);
+        if (best_cost < 0 || cost < best_cost) best = {tm, tn}, best_cost = cost;
+    }
+    return best;
+}
+
+// Boundary p of `parts` near-equal pieces of n, aligned to multiples of `align`.
+inline int64_t cut(int64_t n, int parts, int p, int64_t align)
+{
+    return p == parts ? n : std::min(n, (n * p / parts + align / 2) / align * align);
+}
+
+template <class T>
+void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
+                   int64_t ldc)
+{
+    const int64_t work = M * N * K;
+    int nt = get_num_threads();
+    if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0)) nt = 1;
+    nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
+    if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc);
+
+    const Split s = choose_split<T>(M, N, nt);
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num();
+        const int ti = t / s.tn, tj = t % s.tn;
+        const int64_t m0 = cut(M, s.tm, ti, Tile<T>::MR), m1 = cut(M, s.tm, ti + 1, Tile<T>::MR);
+        const int64_t n0 = cut(N, s.tn, tj, Tile<T>::NR), n1 = cut(N, s.tn, tj + 1, Tile<T>::NR);
+        if (m1 > m0 && n1 > n0) {
+            const View<T> a{A.at(m0, 0), A.ld, A.trans}, b{B.at(0, n0), B.ld, B.trans};
+            gemm_serial(m1 - m0, n1 - n0, K, alpha, a, b, beta, C + m0 * ldc + n0, ldc);
+        }
+    }
+}
+
+}  // namespace
+
+// ---- public entry points -----------------------------------------------------------------------
+
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc)
+{
+    gemm_threaded(M, N, K, alpha, View<T>{A, lda, trans_a}, View<T>{B, ldb, trans_b}, beta, C, ldc);
+}
+
+template <class T>
+void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                  const T* A, int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta,
+                  T* C, int64_t ldc, int64_t stride_c)
+{
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    SPOOL_ASSERT(batch == 1 || stride_c != 0);
+    const int nt = get_num_threads();
+    const int64_t work = M * N * std::max<int64_t>(K, 1);
+    // One gemm per thread when each is too small to split well, or the batch divides evenly.
+    const bool per_item = nt > 1 && batch > 1 &&
+                          (work < 4 * nt * kFlopsPerThread || batch % nt == 0 || batch >= 4 * nt);
+    if (!per_item) {
+        for (int64_t b = 0; b < batch; ++b)
+            gemm(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+                 C + b * stride_c, ldc);
+        return;
+    }
+#pragma omp parallel for num_threads(int(std::min<int64_t>(nt, batch))) schedule(static)
+    for (int64_t b = 0; b < batch; ++b)
+        gemm_serial(M, N, K, alpha, View<T>{A + b * stride_a, lda, trans_a}, View<T>{B + b * stride_b, ldb, trans_b},
+                    beta, C + b * stride_c, ldc);
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                          int64_t, float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t);
+template void gemm_batched<float>(int64_t, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                  int64_t, const float*, int64_t, int64_t, float, float*, int64_t, int64_t);
+template void gemm_batched<double>(int64_t, bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                                   int64_t, int64_t, const double*, int64_t, int64_t, double, double*, int64_t,
+                                   int64_t);
+
+}  // namespace spool::kernels

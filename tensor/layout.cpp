@@ -1,0 +1,217 @@
+// Layout kernels: permute, slice, concat, index_select / index_add, cast. They move
+// bytes (any dtype) except index_add and cast, which do arithmetic. A run of trailing
+// dims that stays in place is copied with memcpy (the attention head split keeps D).
+#include <cstring>
+
+#include "tensor/kernels.hpp"
+#include "tensor/simd.hpp"
+
+namespace spool::kernels {
+
+using namespace detail;
+
+Value permute(const Value& x, const std::vector<int>& perm)
+{
+    int r = x.rank();
+    SPOOL_CHECK(static_cast<int>(perm.size()) == r, ShapeError, "permute: expected ", r, " dims for input ",
+                to_string(x.shape()), "; got ", perm.size());
+    Shape out;
+    bool seen[Shape::max_rank] = {};
+    for (int i = 0; i < r; ++i) {
+        int p = normalize_axis(perm[i], r, "permute");
+        SPOOL_CHECK(!seen[p], ValueError, "permute: dimension ", p, " repeated");
+        seen[p] = true;
+        out.push_back(x.shape()[p]);
+    }
+    Value y = Value::empty(out, x.dtype());
+    if (x.numel() == 0) return y;
+    auto xs = x.shape().strides();
+    // trailing dims that map to themselves are one contiguous block
+    int keep = r;
+    while (keep > 0 && normalize_axis(perm[keep - 1], r, "permute") == keep - 1) --keep;
+    std::size_t block = static_cast<std::size_t>(x.shape().prod(keep, r)) * itemsize(x.dtype());
+    std::int64_t nblocks = out.prod(0, keep);
+    const char* src = static_cast<const char*>(x.raw());
+    char* dst = static_cast<char*>(y.raw());
+    std::size_t isz = itemsize(x.dtype());
+    std::int64_t idx[Shape::max_rank] = {};
+    for (std::int64_t b = 0; b < nblocks; ++b) {
+        std::int64_t off = 0;
+        for (int i = 0; i < keep; ++i) off += idx[i] * xs[normalize_axis(perm[i], r, "permute")];
+        std::memcpy(dst + b * block, src + off * isz, block);
+        for (int i = keep - 1; i >= 0; --i) {
+            if (++idx[i] < out[i]) break;
+            idx[i] = 0;
+        }
+    }
+    return y;
+}
+
+namespace {
+/// For slice-like kernels: [outer, n, inner] with inner in bytes.
+struct Blocks {
+    std::int64_t outer, n;
+    std::size_t inner_bytes;
+};
+Blocks blocks_of(const Shape& s, int axis, DType dt)
+{
+    return {s.prod(0, axis), s[axis], static_cast<std::size_t>(s.prod(axis + 1, s.rank())) * itemsize(dt)};
+}
+}  // namespace
+
+Value slice(const Value& x, int axis, std::int64_t start, std::int64_t end, std::int64_t step)
+{
+    axis = normalize_axis(axis, x.rank(), "slice");
+    std::int64_t len = end > start ? (end - start + step - 1) / step : 0;
+    Shape out = x.shape();
+    out[axis] = len;
+    Value y = Value::empty(out, x.dtype());
+    auto b = blocks_of(x.shape(), axis, x.dtype());
+    const char* src = static_cast<const char*>(x.raw());
+    char* dst = static_cast<char*>(y.raw());
+    for (std::int64_t o = 0; o < b.outer; ++o)
+        for (std::int64_t j = 0; j < len; ++j)
+            std::memcpy(dst + (o * len + j) * b.inner_bytes, src + (o * b.n + start + j * step) * b.inner_bytes,
+                        b.inner_bytes);
+    return y;
+}
+
+Value slice_backward(const Value& dy, const Shape& shape, int axis, std::int64_t start, std::int64_t step)
+{
+    Value dx = Value::zeros(shape, dy.dtype());
+    auto b = blocks_of(shape, axis, dy.dtype());
+    std::int64_t len = dy.shape()[axis];
+    const char* src = static_cast<const char*>(dy.raw());
+    char* dst = static_cast<char*>(dx.raw());
+    for (std::int64_t o = 0; o < b.outer; ++o)
+        for (std::int64_t j = 0; j < len; ++j)
+            std::memcpy(dst + (o * b.n + start + j * step) * b.inner_bytes, src + (o * len + j) * b.inner_bytes,
+                        b.inner_bytes);
+    return dx;
+}
+
+Value concat(const std::vector<Value>& xs, int axis)
+{
+    SPOOL_CHECK(!xs.empty(), ValueError, "concat: expected at least one tensor");
+    const Shape& s0 = xs[0].shape();
+    axis = normalize_axis(axis, s0.rank(), "concat");
+    Shape out = s0;
+    out[axis] = 0;
+    for (const auto& x : xs) {
+        SPOOL_CHECK(x.dtype() == xs[0].dtype(), TypeError, "concat: dtypes must match; got ", dtype_name(xs[0].dtype()),
+                    " and ", dtype_name(x.dtype()));
+        bool ok = x.rank() == s0.rank();
+        for (int i = 0; ok && i < s0.rank(); ++i) ok = i == axis || x.shape()[i] == s0[i];
+        SPOOL_CHECK(ok, ShapeError, "concat: shapes must match except in dimension ", axis, "; got ", to_string(s0),
+                    " and ", to_string(x.shape()));
+        out[axis] += x.shape()[axis];
+    }
+    Value y = Value::empty(out, xs[0].dtype());
+    auto bo = blocks_of(out, axis, y.dtype());
+    char* dst = static_cast<char*>(y.raw());
+    std::int64_t at = 0;
+    for (const auto& x : xs) {
+        auto b = blocks_of(x.shape(), axis, x.dtype());
+        const char* src = static_cast<const char*>(x.raw());
+        std::size_t chunk = b.n * b.inner_bytes;
+        for (std::int64_t o = 0; o < b.outer; ++o)
+            std::memcpy(dst + (o * bo.n + at) * bo.inner_bytes, src + o * chunk, chunk);
+        at += b.n;
+    }
+    return y;
+}
+
+namespace {
+void check_indices(const Value& idx, std::int64_t n, const char* op, const Shape& xs)
+{
+    SPOOL_CHECK(idx.dtype() == DType::i64, TypeError, op, ": indices must be int64; got ", dtype_name(idx.dtype()));
+    const std::int64_t* p = idx.data<std::int64_t>();
+    for (std::int64_t i = 0; i < idx.numel(); ++i)
+        SPOOL_CHECK(p[i] >= 0 && p[i] < n, ValueError, op, ": index ", p[i], " is out of range for dimension of size ",
+                    n, " (input shape ", to_string(xs), ")");
+}
+}  // namespace
+
+Value index_select(const Value& x, int axis, const Value& idx)
+{
+    axis = normalize_axis(axis, x.rank(), "index_select");
+    check_indices(idx, x.shape()[axis], "index_select", x.shape());
+    Shape out;
+    for (int i = 0; i < axis; ++i) out.push_back(x.shape()[i]);
+    for (int i = 0; i < idx.rank(); ++i) out.push_back(idx.shape()[i]);
+    for (int i = axis + 1; i < x.rank(); ++i) out.push_back(x.shape()[i]);
+    Value y = Value::empty(out, x.dtype());
+    auto b = blocks_of(x.shape(), axis, x.dtype());
+    std::int64_t m = idx.numel();
+    const std::int64_t* ip = idx.data<std::int64_t>();
+    const char* src = static_cast<const char*>(x.raw());
+    char* dst = static_cast<char*>(y.raw());
+    for (std::int64_t o = 0; o < b.outer; ++o)
+        for (std::int64_t j = 0; j < m; ++j)
+            std::memcpy(dst + (o * m + j) * b.inner_bytes, src + (o * b.n + ip[j]) * b.inner_bytes, b.inner_bytes);
+    return y;
+}
+
+Value index_add(const Value& dy, const Shape& shape, int axis, const Value& idx)
+{
+    axis = normalize_axis(axis, shape.rank(), "index_add");
+    check_indices(idx, shape[axis], "index_add", shape);
+    return dispatch_float(dy.dtype(), "index_add", [&]<class T>() {
+        Value dx = Value::zeros(shape, dy.dtype());
+        std::int64_t outer = shape.prod(0, axis), n = shape[axis], inner = shape.prod(axis + 1, shape.rank());
+        std::int64_t m = idx.numel();
+        const std::int64_t* ip = idx.data<std::int64_t>();
+        const T* g = dy.data<T>();
+        T* d = dx.data<T>();
+        for (std::int64_t o = 0; o < outer; ++o)
+            for (std::int64_t j = 0; j < m; ++j) {
+                T* row = d + (o * n + ip[j]) * inner;
+                const T* src = g + (o * m + j) * inner;
+                for (std::int64_t k = 0; k < inner; ++k) row[k] += src[k];
+            }
+        return dx;
+    });
+}
+
+Value scatter_along(const Value& dy, const Value& idx, const Shape& shape, int axis)
+{
+    return dispatch_float(dy.dtype(), "scatter_along", [&]<class T>() {
+        Value dx = Value::zeros(shape, dy.dtype());
+        auto [outer, n, inner] = split_at(shape, axis);
+        const T* g = dy.data<T>();
+        const std::int64_t* ip = idx.data<std::int64_t>();
+        T* d = dx.data<T>();
+        for (std::int64_t o = 0; o < outer; ++o)
+            for (std::int64_t k = 0; k < inner; ++k) d[(o * n + ip[o * inner + k]) * inner + k] += g[o * inner + k];
+        return dx;
+    });
+}
+
+Value cast(const Value& x, DType dt)
+{
+    if (x.dtype() == dt) return x;
+    Value y = Value::empty(x.shape(), dt);
+    std::int64_t n = x.numel();
+    auto run = [&]<class S, class D>() {
+        const S* s = x.data<S>();
+        D* d = y.data<D>();
+        for (std::int64_t i = 0; i < n; ++i) d[i] = static_cast<D>(s[i]);
+    };
+    auto to = [&]<class S>() {
+        switch (dt) {
+        case DType::f32: run.template operator()<S, float>(); break;
+        case DType::f64: run.template operator()<S, double>(); break;
+        case DType::i64: run.template operator()<S, std::int64_t>(); break;
+        case DType::b8: run.template operator()<S, bool>(); break;
+        }
+    };
+    switch (x.dtype()) {
+    case DType::f32: to.template operator()<float>(); break;
+    case DType::f64: to.template operator()<double>(); break;
+    case DType::i64: to.template operator()<std::int64_t>(); break;
+    case DType::b8: to.template operator()<bool>(); break;
+    }
+    return y;
+}
+
+}  // namespace spool::kernels

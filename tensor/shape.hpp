@@ -1,0 +1,52 @@
+// Shape: up to 8 dimensions held inline (no heap allocation per tensor), plus
+// the helpers every op needs: numel, axis normalisation, broadcasting, printing.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace spool {
+
+class Shape {
+public:
+    static constexpr int max_rank = 8;
+
+    Shape() = default;
+    Shape(std::initializer_list<std::int64_t> dims);
+    explicit Shape(const std::vector<std::int64_t>& dims);
+
+    int rank() const { return rank_; }
+    std::int64_t operator[](int i) const { return dims_[i]; }
+    std::int64_t& operator[](int i) { return dims_[i]; }
+    std::int64_t numel() const;
+    void push_back(std::int64_t d);
+    const std::int64_t* begin() const { return dims_.data(); }
+    const std::int64_t* end() const { return dims_.data() + rank_; }
+    std::vector<std::int64_t> vec() const { return {begin(), end()}; }
+
+    /// Product of dims [from, to).
+    std::int64_t prod(int from, int to) const;
+    /// Row-major strides in elements.
+    std::array<std::int64_t, max_rank> strides() const;
+
+    friend bool operator==(const Shape& a, const Shape& b);
+    friend bool operator!=(const Shape& a, const Shape& b) { return !(a == b); }
+
+private:
+    std::array<std::int64_t, max_rank> dims_{};
+    int rank_ = 0;
+};
+
+/// "(2, 3)"; a scalar prints as "()".
+std::string to_string(const Shape& s);
+std::ostream& operator<<(std::ostream& os, const Shape& s);
+
+/// Normalise axis (negative counts from the end); throws ValueError naming op.
+int normalize_axis(int axis, int rank, const char* op);
+/// NumPy broadcast of two shapes; throws ShapeError naming op and both shapes.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+}  // namespace spool

@@ -1,0 +1,174 @@
+#include "tensor/value.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace spool {
+
+// ---- caching allocator --------------------------------------------------------
+// Buffers are rounded up to a power of two (>= 64 bytes) and kept on a free list per
+// size class when released: a training step allocates the same sizes every step, so
+// after the first step no buffer is page-faulted in fresh (BENCHMARKS.md W5).
+
+namespace {
+
+constexpr int n_buckets = 48;
+
+struct Cache {
+    std::mutex mu;
+    std::vector<void*> free_list[n_buckets];
+    AllocatorStats stats;
+};
+
+Cache& cache()
+{
+    static Cache* c = new Cache;  // never destroyed: storages may outlive static destruction
+    return *c;
+}
+
+int bucket_of(std::size_t bytes)
+{
+    int b = 6;  // 64 bytes
+    while ((std::size_t{1} << b) < bytes) ++b;
+    return b;
+}
+
+}  // namespace
+
+Storage::Storage(std::size_t bytes) : bytes_(bytes)
+{
+    int b = bucket_of(bytes == 0 ? 1 : bytes);
+    SPOOL_CHECK(b < n_buckets, ValueError, "Storage: allocation of ", bytes, " bytes is too large");
+    std::size_t cap = std::size_t{1} << b;
+    Cache& c = cache();
+    {
+        std::lock_guard<std::mutex> lock(c.mu);
+        c.stats.bytes_in_use += cap;
+        if (c.stats.bytes_in_use > c.stats.peak_bytes_in_use) c.stats.peak_bytes_in_use = c.stats.bytes_in_use;
+        auto& fl = c.free_list[b];
+        if (!fl.empty()) {
+            data_ = fl.back();
+            fl.pop_back();
+            c.stats.bytes_cached -= cap;
+            return;
+        }
+    }
+    data_ = std::aligned_alloc(64, cap);
+    if (!data_) {
+        empty_cache();
+        data_ = std::aligned_alloc(64, cap);
+    }
+    if (!data_) {
+        std::lock_guard<std::mutex> lock(cache().mu);
+        cache().stats.bytes_in_use -= cap;
+        throw std::bad_alloc();
+    }
+}
+
+Storage::~Storage()
+{
+    int b = bucket_of(bytes_ == 0 ? 1 : bytes_);
+    std::size_t cap = std::size_t{1} << b;
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    c.stats.bytes_in_use -= cap;
+    c.stats.bytes_cached += cap;
+    c.free_list[b].push_back(data_);
+}
+
+AllocatorStats allocator_stats()
+{
+    std::lock_guard<std::mutex> lock(cache().mu);
+    return cache().stats;
+}
+
+void empty_cache()
+{
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    for (int b = 0; b < n_buckets; ++b) {
+        for (void* p : c.free_list[b]) std::free(p);
+        c.stats.bytes_cached -= c.free_list[b].size() << b;
+        c.free_list[b].clear();
+    }
+}
+
+// ---- Value ----------------------------------------------------------------------
+
+Value Value::empty(const Shape& shape, DType dt)
+{
+    Value v;
+    v.shape_ = shape;
+    v.dtype_ = dt;
+    v.storage_ = std::make_shared<Storage>(static_cast<std::size_t>(shape.numel()) * itemsize(dt));
+    return v;
+}
+
+Value Value::zeros(const Shape& shape, DType dt)
+{
+    Value v = empty(shape, dt);
+    std::memset(v.raw(), 0, v.nbytes());
+    return v;
+}
+
+Value Value::full(const Shape& shape, double x, DType dt)
+{
+    Value v = empty(shape, dt);
+    std::int64_t n = v.numel();
+    switch (dt) {
+    case DType::f32: std::fill_n(v.data<float>(), n, static_cast<float>(x)); break;
+    case DType::f64: std::fill_n(v.data<double>(), n, x); break;
+    case DType::i64: std::fill_n(v.data<std::int64_t>(), n, static_cast<std::int64_t>(x)); break;
+    case DType::b8: std::fill_n(v.data<bool>(), n, x != 0); break;
+    }
+    return v;
+}
+
+Value Value::view(const Shape& shape) const
+{
+    SPOOL_ASSERT(shape.numel() == numel());
+    Value v = *this;
+    v.shape_ = shape;
+    return v;
+}
+
+Value Value::narrow0(std::int64_t begin, std::int64_t end) const
+{
+    Value v = *this;
+    v.shape_[0] = end - begin;
+    v.offset_ += begin * shape_.prod(1, shape_.rank());
+    return v;
+}
+
+Value Value::clone() const
+{
+    Value v = empty(shape_, dtype_);
+    if (nbytes()) std::memcpy(v.raw(), raw(), nbytes());
+    return v;
+}
+
+double Value::at(std::int64_t i) const
+{
+    switch (dtype_) {
+    case DType::f32: return data<float>()[i];
+    case DType::f64: return data<double>()[i];
+    case DType::i64: return static_cast<double>(data<std::int64_t>()[i]);
+    case DType::b8: return data<bool>()[i] ? 1.0 : 0.0;
+    }
+    return 0;
+}
+
+void Value::set(std::int64_t i, double x)
+{
+    switch (dtype_) {
+    case DType::f32: data<float>()[i] = static_cast<float>(x); break;
+    case DType::f64: data<double>()[i] = x; break;
+    case DType::i64: data<std::int64_t>()[i] = static_cast<std::int64_t>(x); break;
+    case DType::b8: data<bool>()[i] = x != 0; break;
+    }
+}
+
+}  // namespace spool

@@ -1,0 +1,80 @@
+// Value: a dense, contiguous, row-major n-d array with a runtime dtype and no
+// gradient — what kernels read and write. Storage is 64-byte aligned and comes from
+// a size-bucketed caching allocator, so a training step reuses last step's buffers.
+// Copying a Value shares its storage; clone() copies the data.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "tensor/dtype.hpp"
+#include "tensor/errors.hpp"
+#include "tensor/shape.hpp"
+
+namespace spool {
+
+/// An aligned buffer returned to the allocator's cache on destruction.
+class Storage {
+public:
+    explicit Storage(std::size_t bytes);
+    ~Storage();
+    Storage(const Storage&) = delete;
+    Storage& operator=(const Storage&) = delete;
+    void* data() const { return data_; }
+    std::size_t bytes() const { return bytes_; }
+
+private:
+    void* data_;
+    std::size_t bytes_;
+};
+
+/// Allocator statistics (bytes held by live storages and by the cache).
+struct AllocatorStats {
+    std::size_t bytes_in_use = 0;
+    std::size_t bytes_cached = 0;
+    std::size_t peak_bytes_in_use = 0;
+};
+AllocatorStats allocator_stats();
+/// Release every cached (free) buffer back to the system.
+void empty_cache();
+
+class Value {
+public:
+    Value() = default;
+    /// Uninitialised storage.
+    static Value empty(const Shape& shape, DType dt);
+    static Value zeros(const Shape& shape, DType dt);
+    static Value full(const Shape& shape, double v, DType dt);
+
+    bool defined() const { return storage_ != nullptr; }
+    const Shape& shape() const { return shape_; }
+    int rank() const { return shape_.rank(); }
+    std::int64_t numel() const { return shape_.numel(); }
+    DType dtype() const { return dtype_; }
+    std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * itemsize(dtype_); }
+
+    template <class T> T* data() const
+    {
+        SPOOL_ASSERT(dtype_of<T>::value == dtype_);
+        return static_cast<T*>(storage_->data()) + offset_;
+    }
+    void* raw() const { return static_cast<char*>(storage_->data()) + offset_ * itemsize(dtype_); }
+
+    /// Same storage, new shape (numel must match; checked by the caller's op).
+    Value view(const Shape& shape) const;
+    /// Rows [begin, end) of dim 0, sharing storage.
+    Value narrow0(std::int64_t begin, std::int64_t end) const;
+    Value clone() const;
+    /// Element i (flat) as double, for printing and tests.
+    double at(std::int64_t i) const;
+    void set(std::int64_t i, double v);
+    bool shares_storage(const Value& o) const { return storage_ == o.storage_; }
+    long use_count() const { return storage_.use_count(); }
+
+private:
+    std::shared_ptr<Storage> storage_;
+    std::int64_t offset_ = 0;
+    Shape shape_;
+    DType dtype_ = DType::f32;
+};
+
+}  // namespace spool

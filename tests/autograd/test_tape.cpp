@@ -1,0 +1,157 @@
+// The tape's rules (DESIGN.md section 3): what is recorded, accumulation, release.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "spool.hpp"
+
+using namespace spool;
+
+TEST_CASE("no tape, no recording; a tape records only ops on inputs that require grad")
+{
+    Tensor w = from_vector(std::vector<double>{1, 2, 3}, {3}, {.requires_grad = true});
+    Tensor c = from_vector(std::vector<double>{4, 5, 6}, {3});
+    Tensor y = w * c;
+    CHECK_FALSE(y.requires_grad());  // no tape alive
+    Tape tape;
+    Tensor z = c * 2.0;
+    CHECK_FALSE(z.requires_grad());
+    CHECK(tape.stats().nodes == 0);
+    Tensor l = sum(w * c);
+    CHECK(l.requires_grad());
+    CHECK(tape.stats().nodes == 2);
+    tape.backward(l);
+    CHECK(w.grad().tolist() == std::vector<double>{4, 5, 6});
+}
+
+TEST_CASE("gradients accumulate across tapes until zero_grad")
+{
+    Tensor w = from_vector(std::vector<double>{1, -2}, {2}, {.dtype = f64, .requires_grad = true});
+    for (int step = 0; step < 3; ++step) {
+        Tape tape;
+        Tensor l = sum(w * w);
+        l.backward();
+    }
+    CHECK(w.grad().tolist() == std::vector<double>{6, -12});  // 3 x 2w
+    w.zero_grad();
+    CHECK_FALSE(w.grad().defined());
+}
+
+TEST_CASE("a tensor used twice gets both contributions")
+{
+    Tensor x = from_vector(std::vector<double>{3}, {1}, {.dtype = f64, .requires_grad = true});
+    Tape tape;
+    Tensor y = x * x + exp(x) * x;  // dy/dx = 2x + e^x (1 + x)
+    tape.backward(sum(y));
+    CHECK(x.grad().item() == doctest::Approx(6 + std::exp(3.0) * 4));
+}
+
+TEST_CASE("NoGrad pauses recording, detach cuts the graph")
+{
+    Tensor x = from_vector(std::vector<double>{2}, {1}, {.requires_grad = true});
+    Tape tape;
+    {
+        NoGrad ng;
+        Tensor y = x * 3.0;
+        CHECK_FALSE(y.requires_grad());
+    }
+    Tensor d = x.detach();
+    CHECK_FALSE(d.requires_grad());
+    Tensor y = x * d;  // d is a constant here
+    tape.backward(sum(y));
+    CHECK(x.grad().item() == 2);
+}
+
+TEST_CASE("saved tensors are released as backward consumes them; stats report them")
+{
+    Tensor x = randn({64, 64}, {.requires_grad = true});
+    Tape tape;
+    Tensor h = tanh(matmul(x, x));
+    Tensor l = sum(h);
+    auto before = tape.stats();
+    CHECK(before.nodes == 3);
+    CHECK(before.live_nodes == 3);
+    CHECK(before.saved_bytes >= 3 * 64 * 64 * 4);  // matmul saves x twice, tanh saves h
+    tape.backward(l);
+    auto after = tape.stats();
+    CHECK(after.live_nodes == 0);
+    CHECK(after.saved_bytes == 0);
+    CHECK(x.grad().shape() == Shape({64, 64}));
+}
+
+TEST_CASE("seeded backward of a non-scalar output")
+{
+    Tensor x = from_vector(std::vector<double>{1, 2, 3}, {3}, {.dtype = f64, .requires_grad = true});
+    Tape tape;
+    Tensor y = x * x;
+    tape.backward(y, from_vector(std::vector<double>{1, 0, 2}, {3}, {.dtype = f64}));
+    CHECK(x.grad().tolist() == std::vector<double>{2, 0, 12});
+}
+
+TEST_CASE("nested tapes record on the innermost")
+{
+    Tensor x = from_vector(std::vector<double>{1}, {1}, {.dtype = f64, .requires_grad = true});
+    Tape outer;
+    Tensor a = x * 2.0;
+    {
+        Tape inner;
+        CHECK(Tape::current() == &inner);
+        Tensor b = exp(x);
+        inner.backward(sum(b));
+    }
+    CHECK(Tape::current() == &outer);
+    CHECK(x.grad().item() == doctest::Approx(std::exp(1.0)));
+    outer.backward(sum(a));
+    CHECK(x.grad().item() == doctest::Approx(std::exp(1.0) + 2));
+}
+
+TEST_CASE("dropout is reproducible under manual_seed and identity in eval")
+{
+    Tensor x = ones({1000});
+    manual_seed(3);
+    auto a = dropout(x, 0.5).tolist();
+    manual_seed(3);
+    auto b = dropout(x, 0.5).tolist();
+    CHECK(a == b);
+    CHECK(dropout(x, 0.5, false).same(x));
+    int zeros = 0;
+    for (double v : a) zeros += v == 0;
+    CHECK(zeros > 400);
+    CHECK(zeros < 600);
+}
+
+TEST_CASE("anomaly mode names the op that produced NaN")
+{
+    detect_anomaly(true);
+    Tensor x = from_vector(std::vector<double>{-1}, {1}, {.requires_grad = true});
+    try {
+        Tape tape;
+        Tensor y = log(x);
+        FAIL("expected anomaly error");
+    } catch (const ValueError& e) {
+        CHECK(std::string(e.what()).find("log: output contains NaN or Inf") == 0);
+    }
+    // backward: sqrt(0) is fine forward, its gradient 1/(2*0) is Inf
+    Tensor z = zeros({1}, {.requires_grad = true});
+    try {
+        Tape tape;
+        Tensor y = sqrt(z);
+        tape.backward(sum(y));
+        FAIL("expected anomaly error");
+    } catch (const ValueError& e) {
+        CHECK(std::string(e.what()).find("sqrt: gradient contains NaN or Inf") == 0);
+    }
+    detect_anomaly(false);
+    Tensor y = log(x);  // off again: NaN is a value, not an error
+    CHECK(std::isnan(y.item()));
+}
+
+TEST_CASE("matmul follows torch.matmul for 1-D operands")
+{
+    Tensor a = from_vector(std::vector<double>{1, 2}, {2});
+    Tensor m = from_vector(std::vector<double>{1, 2, 3, 4}, {2, 2});
+    CHECK(matmul(a, a).shape() == Shape{});
+    CHECK(matmul(a, a).item() == 5);
+    CHECK(matmul(a, m).tolist() == std::vector<double>{7, 10});
+    CHECK(matmul(m, a).tolist() == std::vector<double>{5, 11});
+}

@@ -1,0 +1,203 @@
+// GEMM (tensor/gemm.hpp) against its naive reference: float and double, the four transpose
+// combinations, tail sizes {1, 7, 8, 9, 31, 33} and shapes past the cache blocks, padded leading
+// dimensions, alpha != 1, beta in {0, 1, 0.5} (beta 0 over NaN-filled C), K == 0, alpha == 0,
+// gemm_batched with broadcast (stride 0) operands, at 1 and 2 threads. Timing lives in bench/gemm.cpp.
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "tensor/gemm.hpp"
+#include "tensor/threads.hpp"
+
+namespace {
+
+using spool::kernels::gemm;
+using spool::kernels::gemm_batched;
+using spool::kernels::gemm_reference;
+
+// Operands are uniform in [-1, 1], so |a*b| <= 1; an error bound for a K-term sum in T is
+// ~K * eps. Tolerance: 4 * eps * (K + 2) * (|alpha| + |beta|) (the reference sums in double).
+template <class T>
+double tolerance(int64_t K, T alpha, T beta)
+{
+    return 4.0 * double(std::numeric_limits<T>::epsilon()) * double(K + 2) * (std::abs(double(alpha)) + std::abs(double(beta)));
+}
+
+template <class T>
+std::vector<T> random_vector(std::size_t n, std::mt19937& gen)
+{
+    std::uniform_real_distribution<double> dist(-1.0, 1.0);
+    std::vector<T> v(n);
+    for (T& x : v) x = T(dist(gen));
+    return v;
+}
+
+// Sets the thread count for a scope and restores the previous one.
+struct ThreadScope {
+    int saved = spool::get_num_threads();
+    explicit ThreadScope(int n) { spool::set_num_threads(n); }
+    ~ThreadScope() { spool::set_num_threads(saved); }
+};
+
+// Compares the M x N block of `got` (row stride ldc) with `want`; the padding columns of each row
+// must still hold `want`'s values (both started equal). Reports the worst element.
+template <class T>
+void expect_close(const std::vector<T>& got, const std::vector<T>& want, int64_t M, int64_t N, int64_t ldc,
+                  double tol)
+{
+    double worst = 0;
+    int64_t wi = -1, wj = -1;
+    bool pad_ok = true;
+    for (int64_t i = 0; i < M; ++i) {
+        for (int64_t j = 0; j < ldc; ++j) {
+            const T g = got[std::size_t(i * ldc + j)], w = want[std::size_t(i * ldc + j)];
+            if (j >= N) {
+                pad_ok = pad_ok && (g == w || (std::isnan(g) && std::isnan(w)));
+                continue;
+            }
+            const double err = std::abs(double(g) - double(w));
+            if (!(err <= worst)) {  // also catches NaN
+                worst = std::isnan(err) ? std::numeric_limits<double>::infinity() : err;
+                wi = i, wj = j;
+            }
+        }
+    }
+    if (wi >= 0) {
+        const std::size_t at = std::size_t(wi * ldc + wj);
+        INFO("worst element (" << wi << ", " << wj << "): got " << got[at] << ", expected " << want[at] << ", |diff| "
+                               << worst << ", tolerance " << tol);
+        CHECK(worst <= tol);
+    }
+    CHECK_MESSAGE(pad_ok, "gemm wrote into C's padding columns (between N and ldc)");
+}
+
+struct Case {
+    bool ta, tb;
+    int64_t M, N, K;
+    int64_t pad;  // added to every leading dimension
+};
+
+// Runs gemm at 1 and 2 threads against one reference result; C starts random, or NaN when beta == 0.
+template <class T>
+void check_gemm(const Case& c, T alpha, T beta, std::mt19937& gen)
+{
+    const int64_t lda = (c.ta ? c.M : c.K) + c.pad, ldb = (c.tb ? c.K : c.N) + c.pad, ldc = c.N + c.pad;
+    const auto A = random_vector<T>(std::size_t((c.ta ? c.K : c.M) * lda), gen);
+    const auto B = random_vector<T>(std::size_t((c.tb ? c.N : c.K) * ldb), gen);
+    auto C0 = random_vector<T>(std::size_t(c.M * ldc), gen);
+    if (beta == T(0)) std::fill(C0.begin(), C0.end(), std::numeric_limits<T>::quiet_NaN());
+    auto want = C0;
+    gemm_reference(c.ta, c.tb, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc);
+
+    std::vector<T> first;
+    for (int threads : {1, 2}) {
+        INFO("trans_a " << c.ta << ", trans_b " << c.tb << ", M " << c.M << ", N " << c.N << ", K " << c.K
+                        << ", pad " << c.pad << ", alpha " << alpha << ", beta " << beta << ", threads " << threads);
+        ThreadScope scope(threads);
+        auto C = C0;
+        gemm(c.ta, c.tb, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+        expect_close(C, want, c.M, c.N, ldc, tolerance(c.K, alpha, beta));
+        // each element is summed in the same order whatever the split between threads
+        if (first.empty()) first = C;
+        else CHECK_MESSAGE(std::equal(C.begin(), C.end(), first.begin(), [](T x, T y) { return x == y || (std::isnan(x) && std::isnan(y)); }),
+                           "result differs between 1 and 2 threads");
+    }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("gemm: tail sizes, all transposes, beta 0 / 1 / 0.5", T, float, double)
+{
+    std::mt19937 gen(42);
+    const int64_t sizes[] = {1, 7, 8, 9, 31, 33};
+    for (bool ta : {false, true})
+        for (bool tb : {false, true})
+            for (int64_t M : sizes)
+                for (int64_t N : sizes)
+                    for (int64_t K : {1, 8, 33})
+                        for (T beta : {T(0), T(1), T(0.5)})
+                            check_gemm<T>({ta, tb, M, N, K, (M + N) % 3}, T(0.75), beta, gen);
+}
+
+TEST_CASE_TEMPLATE("gemm: shapes past the cache blocks and the threading threshold", T, float, double)
+{
+    std::mt19937 gen(7);
+    // 300x257x513 crosses KC twice with tails everywhere; 450 rows cross MC; 20x4500 splits C by
+    // columns between threads and crosses NC; 64^3 and 97x130x65 sit near the direct-path threshold.
+    const Case shapes[] = {{false, false, 300, 257, 513, 3}, {false, false, 450, 70, 300, 0},
+                           {false, false, 20, 4500, 40, 1},  {false, false, 64, 64, 64, 0},
+                           {false, false, 97, 130, 65, 5},   {false, false, 1, 700, 300, 0}};
+    for (Case c : shapes)
+        for (bool ta : {false, true})
+            for (bool tb : {false, true}) {
+                c.ta = ta, c.tb = tb;
+                check_gemm<T>(c, T(-1.25), T(0), gen);
+                check_gemm<T>(c, T(1), T(0.5), gen);
+            }
+}
+
+TEST_CASE_TEMPLATE("gemm: K == 0 and alpha == 0 give beta * C", T, float, double)
+{
+    for (int threads : {1, 2}) {
+        ThreadScope scope(threads);
+        const int64_t M = 9, N = 33, ldc = 35;
+        std::vector<T> C(std::size_t(M * ldc), std::numeric_limits<T>::quiet_NaN());
+        const T a[1] = {T(1)}, b[1] = {T(1)};
+        gemm<T>(false, false, M, N, 0, T(2), a, 1, b, N, T(0), C.data(), ldc);  // NaN C, beta 0 -> zeros
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) REQUIRE(C[std::size_t(i * ldc + j)] == T(0));
+        for (T& x : C) x = T(3);
+        gemm<T>(true, true, M, N, 0, T(2), a, M, b, 1, T(0.5), C.data(), ldc);
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) REQUIRE(C[std::size_t(i * ldc + j)] == T(1.5));
+        std::mt19937 gen(3);
+        const auto A = random_vector<T>(std::size_t(M * 40), gen), B = random_vector<T>(std::size_t(40 * N), gen);
+        gemm<T>(false, false, M, N, 40, T(0), A.data(), 40, B.data(), N, T(2), C.data(), ldc);
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) REQUIRE(C[std::size_t(i * ldc + j)] == T(3));
+        gemm<T>(false, false, 0, N, 40, T(1), A.data(), 40, B.data(), N, T(0), C.data(), ldc);  // M == 0: no-op
+        gemm<T>(false, false, M, 0, 40, T(1), A.data(), 40, B.data(), N, T(0), C.data(), ldc);  // N == 0: no-op
+        CHECK(C[0] == T(3));
+    }
+}
+
+TEST_CASE_TEMPLATE("gemm_batched: per-item results, broadcast operands (stride 0)", T, float, double)
+{
+    std::mt19937 gen(11);
+    struct BatchCase {
+        int64_t batch, M, N, K;
+        bool broadcast_a, broadcast_b;
+    };
+    // small items run one per thread; 3 large items (odd batch) thread inside each gemm
+    const BatchCase cases[] = {{8, 33, 31, 17, true, false}, {5, 64, 64, 64, false, true},
+                               {6, 9, 7, 8, false, false},   {3, 256, 200, 150, true, false}};
+    for (const BatchCase& bc : cases)
+        for (bool ta : {false, true})
+            for (bool tb : {false, true})
+                for (int threads : {1, 2}) {
+                    INFO("batch " << bc.batch << ", M " << bc.M << ", N " << bc.N << ", K " << bc.K << ", trans_a " << ta
+                                  << ", trans_b " << tb << ", threads " << threads);
+                    ThreadScope scope(threads);
+                    const int64_t lda = (ta ? bc.M : bc.K) + 1, ldb = (tb ? bc.K : bc.N) + 2, ldc = bc.N + 3;
+                    const int64_t size_a = (ta ? bc.K : bc.M) * lda, size_b = (tb ? bc.N : bc.K) * ldb;
+                    const int64_t stride_a = bc.broadcast_a ? 0 : size_a + 5, stride_b = bc.broadcast_b ? 0 : size_b;
+                    const int64_t stride_c = bc.M * ldc;
+                    const auto A = random_vector<T>(std::size_t(stride_a * (bc.batch - 1) + size_a), gen);
+                    const auto B = random_vector<T>(std::size_t(stride_b * (bc.batch - 1) + size_b), gen);
+                    auto C = random_vector<T>(std::size_t(stride_c * bc.batch), gen);
+                    auto want = C;
+                    const T alpha(0.5), beta(0.5);
+                    for (int64_t b = 0; b < bc.batch; ++b)
+                        gemm_reference(ta, tb, bc.M, bc.N, bc.K, alpha, A.data() + b * stride_a, lda,
+                                       B.data() + b * stride_b, ldb, beta, want.data() + b * stride_c, ldc);
+                    gemm_batched(bc.batch, ta, tb, bc.M, bc.N, bc.K, alpha, A.data(), lda, stride_a, B.data(), ldb,
+                                 stride_b, beta, C.data(), ldc, stride_c);
+                    expect_close(C, want, bc.M * bc.batch, bc.N, ldc, tolerance(bc.K, alpha, beta));
+                }
+}

@@ -1,0 +1,30 @@
+// Numeric tolerances shared by the test executables, kept in one place so that a
+// loosened bound is visible in review. A value a matches a reference b when
+// |a - b| <= atol + rtol * |b| (NumPy's allclose, the reference on the right).
+// Gradcheck tolerances (finite differences) are GradcheckOptions defaults, not here.
+#pragma once
+#include <cmath>
+
+#include "tensor/dtype.hpp"
+
+namespace spool::test {
+
+struct Tolerance {
+    double rtol;
+    double atol;
+};
+
+/// PyTorch parity (tests/fixtures/ops.json), float32: reordered sums and PyTorch's
+/// vectorised exp/erf/tanh differ by a few ulps (the worst case, gelu, uses ~1/4 of this bound).
+inline constexpr Tolerance parity_f32{.rtol = 1e-5, .atol = 1e-6};
+/// PyTorch parity, float64: every case agrees within rtol 1e-14 / atol 1e-15 today; the
+/// 100x margin leaves room for other summation orders (GEMM blocking, FMA on or off).
+inline constexpr Tolerance parity_f64{.rtol = 1e-12, .atol = 1e-14};
+
+/// The parity tolerance for values of dtype dt (float32 or float64).
+constexpr Tolerance parity_tolerance(DType dt) { return dt == DType::f64 ? parity_f64 : parity_f32; }
+
+/// |a - b| <= atol + rtol * |b|; NaN matches nothing.
+inline bool close(double a, double b, Tolerance tol) { return std::abs(a - b) <= tol.atol + tol.rtol * std::abs(b); }
+
+}  // namespace spool::test
