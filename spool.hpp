@@ -1,6 +1,6 @@
 // spool: the whole public API in one include. Light on purpose: no xtensor or xsimd
 // here (those stay in the .cpp files), so a user program compiles in a few seconds.
-// For xt::xarray interop include "spool/xtensor.hpp" as well.
+// For xt::xarray interop also include "autograd/xtensor.hpp".
 #pragma once
 
 #include "tensor/dtype.hpp"
@@ -11,4 +11,5 @@
 #include "autograd/tensor.hpp"
 #include "autograd/tape.hpp"
 #include "autograd/ops.hpp"
+#include "autograd/ops_nn.hpp"
 #include "autograd/gradcheck.hpp"

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/ops.hpp"
+#include "autograd/ops_nn.hpp"
 #include "tensor/random.hpp"
 
 namespace spool {
@@ -126,6 +127,38 @@ const OpSpec rows[] = {
      // the derivative (exactly 1), so this row uses eps 1e-3 and atol 1e-3
      {{"f64 -> f32 -> f64", {S{2, 3}}, Domain::any, [](In x) { return to(to(x[0], f32) * 2.0, f64); },
        {.eps = 1e-3, .atol = 1e-3}}}},
+    {OpKind::Linear,
+     {{"(4,3) -> 2 with bias", {S{4, 3}, S{2, 3}, S{2}}, Domain::any, [](In x) { return linear(x[0], x[1], x[2]); }},
+      {"(2,3,3) -> 4 no bias", {S{2, 3, 3}, S{4, 3}}, Domain::any, [](In x) { return linear(x[0], x[1]); }}}},
+    {OpKind::LayerNorm,
+     {{"(3,5) affine", {S{3, 5}, S{5}, S{5}}, Domain::any,
+       [](In x) { return layer_norm(x[0], {5}, x[1], x[2], 1e-5) * x[0]; }},
+      {"(2,2,3) over (2,3), no affine", {S{2, 2, 3}}, Domain::any, [](In x) { return layer_norm(x[0], {2, 3}); }}}},
+    {OpKind::Attention,
+     {{"(2,3,4) plain", {S{2, 3, 4}, S{2, 5, 4}, S{2, 5, 3}}, Domain::any,
+       [](In x) { return scaled_dot_product_attention(x[0], x[1], x[2]).output; }},
+      {"need_weights: output and weights", {S{1, 3, 2}, S{1, 4, 2}, S{1, 4, 2}}, Domain::any,
+       [](In x) {
+           auto r = scaled_dot_product_attention(x[0], x[1], x[2], {.need_weights = true});
+           return concat({reshape(r.output, {-1}), reshape(r.weights, {-1}) * 3.0});
+       }},
+      {"causal, custom scale", {S{2, 4, 3}, S{2, 4, 3}, S{2, 4, 2}}, Domain::any,
+       [](In x) { return scaled_dot_product_attention(x[0], x[1], x[2], {.is_causal = true, .scale = 0.7}).output; }},
+      {"bool mask with a fully masked row", {S{2, 3, 2}, S{2, 4, 2}, S{2, 4, 2}}, Domain::any,
+       [](In x) {
+           std::vector<bool> m{true, false, true, true, false, false, false, false, true, true, true, false};
+           return scaled_dot_product_attention(x[0], x[1], x[2], {.attn_mask = from_vector(m, S{3, 4})}).output;
+       }},
+      {"float mask broadcast over batch dims", {S{2, 2, 3, 2}, S{2, 2, 3, 2}, S{2, 2, 3, 2}}, Domain::any,
+       [](In x) {
+           Tensor m = from_vector(std::vector<double>{0, -1, 0.5, 0, 0, -2}, S{2, 1, 1, 3}, {.dtype = f64});
+           return scaled_dot_product_attention(x[0], x[1], x[2], {.attn_mask = m}).output;
+       }},
+      {"dropout 0.3 with weights", {S{1, 3, 2}, S{1, 3, 2}, S{1, 3, 2}}, Domain::any,
+       [](In x) {
+           auto r = scaled_dot_product_attention(x[0], x[1], x[2], {.dropout_p = 0.3, .need_weights = true});
+           return concat({reshape(r.output, {-1}), reshape(r.weights, {-1})});
+       }}}},
 };
 
 static_assert(std::size(rows) == op_count, "every OpKind needs exactly one row in the op table");

@@ -198,7 +198,8 @@ std::vector<Tensor> record_node(OpKind kind, const Tensor* inputs, std::size_t n
     }
     node.dout.resize(outs.size());
     node.backward = std::move(backward);
-    for (const auto& v : saved) node.saved_bytes += v.nbytes();
+    for (const auto& v : saved)
+        if (v.defined()) node.saved_bytes += v.nbytes();
     std::int32_t id = tape.push(std::move(node));
     std::vector<Tensor> result;
     result.reserve(outs.size());

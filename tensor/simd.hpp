@@ -2,6 +2,7 @@
 // with a SIMD body and a tail, float/double dispatch, and the OpenMP threshold.
 // Never included by public headers (xsimd is heavy to compile).
 #pragma once
+#include <omp.h>
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>

@@ -1,0 +1,173 @@
+// linear, layer_norm and scaled dot-product attention: the fused primitives of nn.
+// Dimension letters: N rows (all leading dims flattened), B flattened batch dims,
+// L query length, S key length, E query/key width, Ev value width.
+#include <cmath>
+
+#include "autograd/ops.hpp"
+#include "autograd/ops_nn.hpp"
+#include "autograd/tape.hpp"
+#include "tensor/kernels.hpp"
+#include "tensor/nn_kernels.hpp"
+
+namespace spool {
+
+namespace k = kernels;
+
+// linear(x, W, b) -> y[N, out] = x[N, in] Wᵀ + b
+//   dx += dy W,  dW += dyᵀ x,  db += Σ_N dy           saves x, W
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias)
+{
+    SPOOL_CHECK(x.defined() && weight.defined(), ValueError, "linear: input or weight is undefined");
+    SPOOL_CHECK(weight.dim() == 2, ShapeError, "linear: weight must be 2-D [out_features, in_features]; got ",
+                to_string(weight.shape()));
+    SPOOL_CHECK(x.dim() >= 1 && x.shape()[x.dim() - 1] == weight.shape()[1], ShapeError,
+                "linear: input's last dimension must equal in_features; got input ", to_string(x.shape()),
+                " and weight ", to_string(weight.shape()));
+    SPOOL_CHECK(x.dtype() == weight.dtype() && is_floating(x.dtype()), TypeError,
+                "linear: input and weight must be float tensors of one dtype; got ", dtype_name(x.dtype()), " and ",
+                dtype_name(weight.dtype()));
+    const std::int64_t in = weight.shape()[1], out = weight.shape()[0], N = x.numel() / std::max<std::int64_t>(in, 1);
+    if (bias.defined()) {
+        SPOOL_CHECK(bias.dim() == 1 && bias.shape()[0] == out, ShapeError, "linear: bias must have shape (", out,
+                    ",); got ", to_string(bias.shape()));
+        SPOOL_CHECK(bias.dtype() == x.dtype(), TypeError, "linear: bias dtype ", dtype_name(bias.dtype()),
+                    " differs from input dtype ", dtype_name(x.dtype()));
+    }
+    Value x2 = x.value().view(Shape{N, in});
+    Value w = weight.value();
+    Value y = k::matmul(x2, w, false, true);
+    if (bias.defined()) k::add_(y, bias.value());
+    Shape ys = x.shape();
+    ys[ys.rank() - 1] = out;
+    const bool has_bias = bias.defined();
+    return record(
+        OpKind::Linear, {x, weight, bias}, y.view(ys),
+        [x2, w, xs = x.shape(), has_bias, N, out](const Value& dy, Grads& dx) {
+            Value g = dy.view(Shape{N, out});
+            if (dx.needs(0)) dx.add(0, k::matmul(g, w).view(xs));
+            if (dx.needs(1)) dx.add(1, k::matmul(g, x2, true, false));
+            if (has_bias && dx.needs(2)) dx.add(2, k::sum(g, 0).view(Shape{out}));
+        },
+        {x2, w});
+}
+
+// layer_norm(x, D, w, b) -> y = (x - mean) rstd * w + b over the last D elements
+//   backward in kernels::layer_norm_backward                      saves x, mean, rstd, w
+Tensor layer_norm(const Tensor& x, const std::vector<std::int64_t>& normalized_shape, const Tensor& weight,
+                  const Tensor& bias, double eps)
+{
+    SPOOL_CHECK(x.defined(), ValueError, "layer_norm: input is undefined");
+    SPOOL_CHECK(is_floating(x.dtype()), TypeError, "layer_norm: expected a float tensor; got ", dtype_name(x.dtype()));
+    const int nd = static_cast<int>(normalized_shape.size());
+    bool ok = nd >= 1 && nd <= x.dim();
+    for (int i = 0; ok && i < nd; ++i) ok = x.shape()[x.dim() - nd + i] == normalized_shape[i];
+    SPOOL_CHECK(ok, ShapeError, "layer_norm: input ", to_string(x.shape()), " does not end in normalized_shape ",
+                to_string(Shape(normalized_shape)));
+    Shape ns(normalized_shape);
+    for (const Tensor* p : {&weight, &bias})
+        if (p->defined()) {
+            SPOOL_CHECK(p->shape() == ns, ShapeError, "layer_norm: weight and bias must have normalized_shape ",
+                        to_string(ns), "; got ", to_string(p->shape()));
+            SPOOL_CHECK(p->dtype() == x.dtype(), TypeError, "layer_norm: weight/bias dtype ", dtype_name(p->dtype()),
+                        " differs from input dtype ", dtype_name(x.dtype()));
+        }
+    const std::int64_t D = ns.numel();
+    Value w = weight.defined() ? weight.value().view(Shape{D}) : Value();
+    Value b = bias.defined() ? bias.value().view(Shape{D}) : Value();
+    k::LayerNormSaved saved;
+    Value xv = x.value();
+    Value y = k::layer_norm(xv, D, w, b, eps, &saved);
+    return record(
+        OpKind::LayerNorm, {x, weight, bias}, std::move(y),
+        [xv, w, saved, D, ns](const Value& dy, Grads& dx) {
+            Value dw, db;
+            Value g = k::layer_norm_backward(dy, xv, D, w, saved, dx.needs(1) ? &dw : nullptr,
+                                             dx.needs(2) ? &db : nullptr);
+            if (dx.needs(0)) dx.add(0, g);
+            if (dx.needs(1)) dx.add(1, dw.view(ns));
+            if (dx.needs(2)) dx.add(2, db.view(ns));
+        },
+        {xv, saved.mean, saved.rstd});
+}
+
+// scaled_dot_product_attention(q, k, v) -> O = dropout(softmax(scale q kᵀ + mask)) v, and the
+// weights A' = dropout(softmax(...)) when asked
+//   backward in kernels::attention_backward                     saves q, k, v, probabilities
+AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, const Tensor& v,
+                                             const SdpaOptions& o)
+{
+    const char* op = "scaled_dot_product_attention";
+    SPOOL_CHECK(q.defined() && kk.defined() && v.defined(), ValueError, op, ": query, key or value is undefined");
+    SPOOL_CHECK(is_floating(q.dtype()) && q.dtype() == kk.dtype() && q.dtype() == v.dtype(), TypeError, op,
+                ": query, key and value must be float tensors of one dtype; got ", dtype_name(q.dtype()), ", ",
+                dtype_name(kk.dtype()), " and ", dtype_name(v.dtype()));
+    const int r = q.dim();
+    bool ok = r >= 2 && kk.dim() == r && v.dim() == r;
+    for (int i = 0; ok && i < r - 2; ++i) ok = q.shape()[i] == kk.shape()[i] && q.shape()[i] == v.shape()[i];
+    ok = ok && q.shape()[r - 1] == kk.shape()[r - 1] && kk.shape()[r - 2] == v.shape()[r - 2];
+    SPOOL_CHECK(ok, ShapeError, op, ": expected query [..., L, E], key [..., S, E], value [..., S, Ev] with equal batch dims; got ",
+                to_string(q.shape()), ", ", to_string(kk.shape()), " and ", to_string(v.shape()));
+    SPOOL_CHECK(o.dropout_p >= 0 && o.dropout_p < 1, ValueError, op, ": dropout_p must be in [0, 1); got ", o.dropout_p);
+    SPOOL_CHECK(!(o.is_causal && o.attn_mask.defined()), ValueError, op,
+                ": pass either attn_mask or is_causal, not both (as PyTorch)");
+    const std::int64_t L = q.shape()[r - 2], E = q.shape()[r - 1], S = kk.shape()[r - 2], Ev = v.shape()[r - 1];
+    const std::int64_t B = q.numel() / std::max<std::int64_t>(L * E, 1);
+    const double scale = o.scale.value_or(1.0 / std::sqrt(static_cast<double>(E)));
+
+    k::AttentionMask am;
+    am.causal = o.is_causal;
+    if (o.attn_mask.defined()) {
+        const Tensor& m = o.attn_mask;
+        SPOOL_CHECK(m.dtype() == DType::b8 || m.dtype() == q.dtype(), TypeError, op,
+                    ": attn_mask must be bool or the query's dtype; got ", dtype_name(m.dtype()));
+        Shape full = q.shape();
+        full[r - 1] = S;  // [..., L, S]
+        Shape bs = broadcast_shapes(m.shape(), full, op);
+        SPOOL_CHECK(bs == full, ShapeError, op, ": attn_mask ", to_string(m.shape()), " does not broadcast to ",
+                    to_string(full));
+        int mr = m.dim();
+        std::int64_t Lm = mr >= 2 ? m.shape()[mr - 2] : 1, Sm = mr >= 1 ? m.shape()[mr - 1] : 1;
+        std::int64_t mb = m.numel() / std::max<std::int64_t>(Lm * Sm, 1);
+        Value mv = m.value();
+        if (mb == 1 || mb == B) {
+            // batch dims absent/all 1, or complete: index [mb, Lm, Sm] directly
+            bool complete = mb == 1 || mr == r;
+            if (complete) am.mask = mv.view(Shape{mb, Lm, Sm});
+        }
+        if (!am.mask.defined()) {
+            // partially broadcast batch dims: materialise as an additive float mask
+            Value add = mv;
+            if (mv.dtype() == DType::b8)  // true = may attend -> 0, false -> -inf
+                add = k::masked_fill(Value::full(mv.shape(), -INFINITY, q.dtype()), mv, 0.0);
+            Shape fb = full;
+            fb[r - 2] = Lm;
+            fb[r - 1] = Sm;
+            am.mask = k::broadcast_to(add, fb).view(Shape{B, Lm, Sm});
+        }
+    }
+
+    Value q3 = q.value().view(Shape{B, L, E}), k3 = kk.value().view(Shape{B, S, E}), v3 = v.value().view(Shape{B, S, Ev});
+    k::AttentionSaved saved;
+    Value out = k::attention(q3, k3, v3, am, scale, o.dropout_p, &saved);
+    Shape os = q.shape(), ws = q.shape();
+    os[r - 1] = Ev;
+    ws[r - 1] = S;
+    std::vector<Value> outs{out.view(os)};
+    if (o.need_weights) outs.push_back((saved.dropped.defined() ? saved.dropped : saved.probs).view(ws));
+    auto res = record_multi(
+        OpKind::Attention, {q, kk, v}, std::move(outs),
+        [q3, k3, v3, scale, saved, qs = q.shape(), ks = kk.shape(), vs = v.shape(), B, L, S, Ev](
+            const std::vector<Value>& d, Grads& dx) {
+            Value dout = d[0].defined() ? d[0].view(Shape{B, L, Ev}) : Value();
+            Value dw = d.size() > 1 && d[1].defined() ? d[1].view(Shape{B, L, S}) : Value();
+            Value dq, dk, dv;
+            k::attention_backward(dout, dw, q3, k3, v3, scale, saved, &dq, &dk, &dv);
+            if (dx.needs(0)) dx.add(0, dq.view(qs));
+            if (dx.needs(1)) dx.add(1, dk.view(ks));
+            if (dx.needs(2)) dx.add(2, dv.view(vs));
+        },
+        {q3, k3, v3, saved.probs, saved.dropped});
+    return {res[0], o.need_weights ? res[1] : Tensor()};
+}
+
+}  // namespace spool
