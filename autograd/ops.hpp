@@ -95,7 +95,8 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 /// Entries of x along dim at idx (int64, 1-D or any shape: the dim is replaced by idx's shape).
 /// Backward scatters-adds into the selected rows (repeated indices add up).
 Tensor index_select(const Tensor& x, int dim, const Tensor& idx);
-/// Rows of weight [V, E] for token ids of any shape: [..., E].
-Tensor embedding(const Tensor& weight, const Tensor& ids);
+/// Rows of weight [V, E] for token ids of any shape: [..., E]. The row padding_idx gets no
+/// gradient (as F.embedding's padding_idx).
+Tensor embedding(const Tensor& weight, const Tensor& ids, std::optional<std::int64_t> padding_idx = std::nullopt);
 
 }  // namespace spool

@@ -1,6 +1,7 @@
 // Shape ops (reshape, permute, slice, concat, broadcast_to), matmul and index_select.
 // Dimension letters: B batch dims, M/K/N matrix dims.
 #include <algorithm>
+#include <cstring>
 
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
@@ -213,12 +214,26 @@ Tensor index_select(const Tensor& x, int dim, const Tensor& idx)
         [vi, d, sx = x.shape()](const Value& dy, Grads& dx) { dx.add(0, k::index_add(dy, sx, d, vi)); }, {vi});
 }
 
-Tensor embedding(const Tensor& weight, const Tensor& ids)
+Tensor embedding(const Tensor& weight, const Tensor& ids, std::optional<std::int64_t> padding_idx)
 {
     check_defined(weight, "embedding");
     SPOOL_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be 2-D [num_embeddings, embedding_dim]; got ",
                 to_string(weight.shape()));
-    return index_select(weight, 0, ids);
+    if (!padding_idx) return index_select(weight, 0, ids);
+    const std::int64_t V = weight.shape()[0], E = weight.shape()[1], pad = *padding_idx;
+    SPOOL_CHECK(pad >= 0 && pad < V, ValueError, "embedding: padding_idx ", pad, " is out of range for ", V,
+                " embeddings");
+    // index_select whose backward leaves the padding row out
+    Value vi = ids.value();
+    Value y = k::index_select(weight.value(), 0, vi);
+    return record(
+        OpKind::IndexSelect, {weight}, std::move(y),
+        [vi, pad, E, sw = weight.shape()](const Value& dy, Grads& dx) {
+            Value g = k::index_add(dy, sw, 0, vi);
+            std::memset(static_cast<char*>(g.raw()) + pad * E * itemsize(g.dtype()), 0, E * itemsize(g.dtype()));
+            dx.add(0, g);
+        },
+        {vi});
 }
 
 }  // namespace spool

@@ -1,0 +1,226 @@
+#include "nn/module.hpp"
+
+#include <map>
+#include <ostream>
+#include <set>
+
+#include "tensor/kernels.hpp"
+
+namespace spool::nn {
+
+Tensor Module::register_parameter(const std::string& name, Tensor t)
+{
+    if (!t.defined()) return t;
+    for (const auto& [n, p] : params_)
+        SPOOL_CHECK(n != name, ValueError, type_name_, ": parameter '", name, "' registered twice");
+    t.requires_grad_(true);
+    params_.emplace_back(name, t);
+    return t;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor t, bool persistent)
+{
+    buffers_.emplace_back(name, t);
+    persistent_.push_back(persistent);
+    return t;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> m)
+{
+    SPOOL_CHECK(m != nullptr, ValueError, type_name_, ": submodule '", name, "' is null");
+    for (const auto& [n, c] : children_)
+        SPOOL_CHECK(n != name, ValueError, type_name_, ": submodule '", name, "' registered twice");
+    children_.emplace_back(name, std::move(m));
+}
+
+void Module::collect(const std::string& prefix, NamedTensors& out, bool params, bool recurse, bool persistent_only) const
+{
+    if (params) {
+        for (const auto& [n, t] : params_) out.emplace_back(prefix + n, t);
+    } else {
+        for (std::size_t i = 0; i < buffers_.size(); ++i)
+            if (!persistent_only || persistent_[i]) out.emplace_back(prefix + buffers_[i].first, buffers_[i].second);
+    }
+    if (recurse)
+        for (const auto& [n, c] : children_) c->collect(prefix + n + ".", out, params, true, persistent_only);
+}
+
+NamedTensors Module::named_parameters(bool recurse) const
+{
+    NamedTensors all, out;
+    collect("", all, true, recurse, false);
+    std::set<const TensorImpl*> seen;
+    for (auto& p : all)
+        if (seen.insert(p.second.impl().get()).second) out.push_back(std::move(p));
+    return out;
+}
+
+void Module::set_parameter(const std::string& name, const Tensor& t)
+{
+    for (auto& [n, p] : params_)
+        if (n == name) {
+            SPOOL_CHECK(t.defined() && t.shape() == p.shape(), ShapeError, type_name_, ".set_parameter: '", name,
+                        "' has shape ", to_string(p.shape()), "; got ", t.defined() ? to_string(t.shape()) : "undefined");
+            p = t;
+            return;
+        }
+    throw ValueError(detail::cat(type_name_, ".set_parameter: no parameter named '", name, "'"));
+}
+
+std::vector<Tensor> Module::parameters(bool recurse) const
+{
+    std::vector<Tensor> out;
+    for (auto& [n, t] : named_parameters(recurse)) out.push_back(t);
+    return out;
+}
+
+NamedTensors Module::named_buffers(bool recurse) const
+{
+    NamedTensors out;
+    collect("", out, false, recurse, false);
+    return out;
+}
+
+std::int64_t Module::num_parameters() const
+{
+    std::int64_t n = 0;
+    for (const auto& [name, t] : named_parameters()) n += t.numel();
+    return n;
+}
+
+void Module::train(bool on)
+{
+    training_ = on;
+    for (auto& [n, c] : children_) c->train(on);
+}
+
+void Module::to(DType dt)
+{
+    SPOOL_CHECK(is_floating(dt), TypeError, type_name_, ".to: only float32 and float64 are supported; got ", dtype_name(dt));
+    auto convert = [dt](const Tensor& t) {
+        auto& impl = *t.impl();
+        if (is_floating(impl.value.dtype()) && impl.value.dtype() != dt) {
+            impl.value = kernels::cast(impl.value, dt);
+            impl.grad = Value();
+        }
+    };
+    for (auto& [n, t] : named_parameters()) convert(t);
+    for (auto& [n, t] : named_buffers()) convert(t);
+}
+
+void Module::zero_grad()
+{
+    for (auto& [n, t] : named_parameters()) {
+        Tensor h = t;
+        h.zero_grad();
+    }
+}
+
+NamedTensors Module::state_dict() const
+{
+    NamedTensors out;  // tied parameters appear under each name, as in PyTorch
+    collect("", out, true, true, false);
+    collect("", out, false, true, true);
+    return out;
+}
+
+LoadResult Module::load_state_dict(const NamedTensors& state, bool strict)
+{
+    NamedTensors mine = state_dict();
+    std::map<std::string, const Tensor*> given;
+    for (const auto& [n, t] : state) given[n] = &t;
+    LoadResult res;
+    std::vector<std::string> mismatched;
+    std::set<std::string> known;
+    for (const auto& [n, t] : mine) {
+        known.insert(n);
+        auto it = given.find(n);
+        if (it == given.end()) {
+            res.missing_keys.push_back(n);
+            continue;
+        }
+        if (it->second->shape() != t.shape())
+            mismatched.push_back(detail::cat("'", n, "': expected ", to_string(t.shape()), ", got ",
+                                             to_string(it->second->shape())));
+    }
+    for (const auto& [n, t] : state)
+        if (!known.count(n)) res.unexpected_keys.push_back(n);
+    bool bad = !mismatched.empty() || (strict && (!res.missing_keys.empty() || !res.unexpected_keys.empty()));
+    if (bad) {
+        std::string msg = type_name_ + ".load_state_dict: error(s) in loading the state dict";
+        auto list = [&](const char* what, const std::vector<std::string>& keys) {
+            if (keys.empty()) return;
+            msg += detail::cat("; ", what, ": ");
+            for (std::size_t i = 0; i < keys.size(); ++i) msg += (i ? ", " : "") + (what[0] == 's' ? keys[i] : "'" + keys[i] + "'");
+        };
+        list("size mismatch", mismatched);
+        if (strict) {
+            list("missing keys", res.missing_keys);
+            list("unexpected keys", res.unexpected_keys);
+        }
+        throw ValueError(msg);
+    }
+    for (const auto& [n, t] : mine) {
+        auto it = given.find(n);
+        if (it == given.end()) continue;
+        auto& impl = *t.impl();
+        impl.value = kernels::cast(it->second->value(), impl.value.dtype()).clone();
+    }
+    return res;
+}
+
+void Module::copy_state_from(const Module& other)
+{
+    NamedTensors mine = named_parameters(), theirs = other.named_parameters();
+    NamedTensors mb = named_buffers(), tb = other.named_buffers();
+    mine.insert(mine.end(), mb.begin(), mb.end());
+    theirs.insert(theirs.end(), tb.begin(), tb.end());
+    SPOOL_CHECK(mine.size() == theirs.size(), ValueError, type_name_, ".clone: structure differs from the original");
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+        auto& impl = *mine[i].second.impl();
+        impl.value = theirs[i].second.value().clone();
+        impl.requires_grad = theirs[i].second.requires_grad();
+    }
+    train(other.is_training());
+}
+
+// ---- printing ---------------------------------------------------------------------------------
+
+namespace {
+std::string with_commas(std::int64_t n)
+{
+    std::string s = std::to_string(n), out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (i && (s.size() - i) % 3 == 0) out += ',';
+        out += s[i];
+    }
+    return out;
+}
+}  // namespace
+
+void Module::repr_into(std::string& out, int indent) const
+{
+    out += type_name_ + "(" + extra_repr();
+    if (!children_.empty()) {
+        out += "\n";
+        for (const auto& [n, c] : children_) {
+            out += std::string(indent + 2, ' ') + "(" + n + "): ";
+            c->repr_into(out, indent + 2);
+            out += "\n";
+        }
+        out += std::string(indent, ' ');
+    }
+    out += ")";
+    if (std::int64_t n = num_parameters()) out += "  # " + with_commas(n) + " params";
+}
+
+std::string Module::repr() const
+{
+    std::string out;
+    repr_into(out, 0);
+    return out;
+}
+
+std::ostream& operator<<(std::ostream& os, const Module& m) { return os << m.repr(); }
+
+}  // namespace spool::nn
