@@ -21,6 +21,11 @@ inline constexpr Tolerance parity_f32{.rtol = 1e-5, .atol = 1e-6};
 /// 100x margin leaves room for other summation orders (GEMM blocking, FMA on or off).
 inline constexpr Tolerance parity_f64{.rtol = 1e-12, .atol = 1e-14};
 
+/// PyTorch parity of whole nn modules (tests/fixtures/nn/*.safetensors), float32: MHA, the
+/// Transformer layers and nn.Transformer chain GEMMs, softmax and LayerNorms, so the op-level
+/// few-ulp differences compound through up to 2+2 layers and their backward.
+inline constexpr Tolerance nn_parity_f32{.rtol = 1e-4, .atol = 1e-5};
+
 /// The parity tolerance for values of dtype dt (float32 or float64).
 constexpr Tolerance parity_tolerance(DType dt) { return dt == DType::f64 ? parity_f64 : parity_f32; }
 
