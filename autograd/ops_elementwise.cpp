@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/checks.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "tensor/kernels.hpp"
@@ -11,28 +12,15 @@ namespace spool {
 
 namespace k = kernels;
 
-namespace {
-void check_float(const Tensor& x, const char* op)
-{
-    SPOOL_CHECK(x.defined(), ValueError, op, ": input tensor is undefined");
-    SPOOL_CHECK(is_floating(x.dtype()), TypeError, op, ": expected a float32 or float64 tensor; got ",
-                dtype_name(x.dtype()));
-}
-void check_pair(const Tensor& a, const Tensor& b, const char* op)
-{
-    check_float(a, op);
-    check_float(b, op);
-    SPOOL_CHECK(a.dtype() == b.dtype(), TypeError, op, ": dtypes must match; got ", dtype_name(a.dtype()), " and ",
-                dtype_name(b.dtype()));
-}
-}  // namespace
+using detail::check_float;
+using detail::check_float_pair;
 
 // ---- arithmetic ------------------------------------------------------------------------------
 
 // add(a, b) -> y = a + b          da += sum_to(dy), db += sum_to(dy)
 Tensor add(const Tensor& a, const Tensor& b)
 {
-    check_pair(a, b, "add");
+    check_float_pair(a, b, "add");
     Value y = k::add(a.value(), b.value());
     return record(OpKind::Add, {a, b}, std::move(y), [sa = a.shape(), sb = b.shape()](const Value& dy, Grads& dx) {
         if (dx.needs(0)) dx.add(0, k::sum_to(dy, sa));
@@ -43,7 +31,7 @@ Tensor add(const Tensor& a, const Tensor& b)
 // sub(a, b) -> y = a - b          da += sum_to(dy), db -= sum_to(dy)
 Tensor sub(const Tensor& a, const Tensor& b)
 {
-    check_pair(a, b, "sub");
+    check_float_pair(a, b, "sub");
     Value y = k::sub(a.value(), b.value());
     return record(OpKind::Sub, {a, b}, std::move(y), [sa = a.shape(), sb = b.shape()](const Value& dy, Grads& dx) {
         if (dx.needs(0)) dx.add(0, k::sum_to(dy, sa));
@@ -54,7 +42,7 @@ Tensor sub(const Tensor& a, const Tensor& b)
 // mul(a, b) -> y = a * b          da += sum_to(dy * b), db += sum_to(dy * a)      saves a, b
 Tensor mul(const Tensor& a, const Tensor& b)
 {
-    check_pair(a, b, "mul");
+    check_float_pair(a, b, "mul");
     Value y = k::mul(a.value(), b.value());
     Value va = a.value(), vb = b.value();
     return record(
@@ -69,7 +57,7 @@ Tensor mul(const Tensor& a, const Tensor& b)
 // div(a, b) -> y = a / b          da += sum_to(dy / b), db -= sum_to(dy * y / b)   saves b, y
 Tensor div(const Tensor& a, const Tensor& b)
 {
-    check_pair(a, b, "div");
+    check_float_pair(a, b, "div");
     Value y = k::div(a.value(), b.value());
     Value vb = b.value();
     Shape sa = a.shape();
@@ -240,7 +228,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value)
 // where(c, a, b) -> y = c ? a : b   da += sum_to(c ? dy : 0), db += sum_to(c ? 0 : dy)  saves c
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b)
 {
-    check_pair(a, b, "where");
+    check_float_pair(a, b, "where");
     SPOOL_CHECK(cond.defined(), ValueError, "where: condition is undefined");
     Value c = cond.value();
     Value y = k::where(c, a.value(), b.value());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "autograd/checks.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "tensor/kernels.hpp"
@@ -10,15 +11,9 @@
 namespace spool {
 
 namespace k = kernels;
+using detail::check_float;
 
 namespace {
-
-void check_float(const Tensor& x, const char* op)
-{
-    SPOOL_CHECK(x.defined(), ValueError, op, ": input tensor is undefined");
-    SPOOL_CHECK(is_floating(x.dtype()), TypeError, op, ": expected a float32 or float64 tensor; got ",
-                dtype_name(x.dtype()));
-}
 
 /// Sorted unique normalized dims; an empty list means all dims (torch.sum(x, dim=[])).
 std::vector<int> norm_dims(const std::vector<int>& dims, int rank, const char* op)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "autograd/checks.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "tensor/kernels.hpp"
@@ -11,12 +12,7 @@ namespace spool {
 
 namespace k = kernels;
 
-namespace {
-void check_defined(const Tensor& x, const char* op)
-{
-    SPOOL_CHECK(x.defined(), ValueError, op, ": input tensor is undefined");
-}
-}  // namespace
+using detail::check_defined;
 
 // ---- reshape family ------------------------------------------------------------------------------
 

@@ -27,6 +27,13 @@ void check_input(const Tensor& x, std::int64_t d_model, const char* who, const c
 
 Tensor activate(const Tensor& x, const std::string& activation) { return activation == "gelu" ? gelu(x) : relu(x); }
 
+/// One residual sub-layer: pre-norm x + f(norm(x)), post-norm norm(x + f(x)).
+template <class F>
+Tensor sublayer(bool norm_first, const LayerNorm& norm, const Tensor& x, F f)
+{
+    return norm_first ? x + f(norm.forward(x)) : norm.forward(x + f(x));
+}
+
 MultiheadAttentionOptions mha_options(const TransformerEncoderLayerOptions& o)
 {
     return {.embed_dim = o.d_model, .num_heads = o.nhead, .dropout = o.dropout, .bias = o.bias,
@@ -41,7 +48,7 @@ LayerNormOptions norm_options(const TransformerEncoderLayerOptions& o)
 }  // namespace
 
 // ---- encoder layer ---------------------------------------------------------------------------------
-// post-norm: x = norm1(x + sa(x)); x = norm2(x + ff(x))
+// post-norm: x = norm1(x + sa(x)); x = norm2(x + ff(x))        (sublayer() above)
 // pre-norm:  x = x + sa(norm1(x)); x = x + ff(norm2(x))
 // sa(x) = dropout1(self_attn(x, x, x)), ff(x) = dropout2(linear2(dropout(act(linear1(x)))))
 
@@ -72,29 +79,15 @@ Tensor TransformerEncoderLayer::forward(const Tensor& src, const EncoderArgs& ar
                         .is_causal = args.is_causal};
         return dropout1->forward(self_attn->forward(x, x, x, a).first);
     };
-    Tensor x = src;
-    if (options.norm_first) {
-        x = x + sa(norm1->forward(x));
-        x = x + ff_block(norm2->forward(x));
-    } else {
-        x = norm1->forward(x + sa(x));
-        x = norm2->forward(x + ff_block(x));
-    }
-    return x;
+    auto ff = [&](const Tensor& x) { return ff_block(x); };
+    return sublayer(options.norm_first, *norm2, sublayer(options.norm_first, *norm1, src, sa), ff);
 }
 
 Tensor TransformerEncoderLayer::forward_step(const Tensor& src, KVCache& cache) const
 {
     auto sa = [&](const Tensor& x) { return self_attn->forward_cached(x, cache); };
-    Tensor x = src;
-    if (options.norm_first) {
-        x = x + sa(norm1->forward(x));
-        x = x + ff_block(norm2->forward(x));
-    } else {
-        x = norm1->forward(x + sa(x));
-        x = norm2->forward(x + ff_block(x));
-    }
-    return x;
+    auto ff = [&](const Tensor& x) { return ff_block(x); };
+    return sublayer(options.norm_first, *norm2, sublayer(options.norm_first, *norm1, src, sa), ff);
 }
 
 // ---- decoder layer ---------------------------------------------------------------------------------
@@ -141,16 +134,9 @@ DecoderOutput TransformerDecoderLayer::forward(const Tensor& tgt, const Tensor& 
         weights = w;
         return dropout2->forward(out);
     };
-    Tensor x = tgt;
-    if (options.norm_first) {
-        x = x + sa(norm1->forward(x));
-        x = x + mha(norm2->forward(x));
-        x = x + ff_block(norm3->forward(x));
-    } else {
-        x = norm1->forward(x + sa(x));
-        x = norm2->forward(x + mha(x));
-        x = norm3->forward(x + ff_block(x));
-    }
+    auto ff = [&](const Tensor& x) { return ff_block(x); };
+    const bool nf = options.norm_first;
+    Tensor x = sublayer(nf, *norm3, sublayer(nf, *norm2, sublayer(nf, *norm1, tgt, sa), mha), ff);
     DecoderOutput out{x, {}};
     if (args.need_weights) out.cross_attention.push_back(weights);
     return out;
@@ -163,16 +149,9 @@ Tensor TransformerDecoderLayer::forward_step(const Tensor& tgt, const Tensor& me
     auto mha = [&](const Tensor& x) {
         return multihead_attn->forward_memory(x, memory, cache.cross, memory_key_padding_mask);
     };
-    Tensor x = tgt;
-    if (options.norm_first) {
-        x = x + sa(norm1->forward(x));
-        x = x + mha(norm2->forward(x));
-        x = x + ff_block(norm3->forward(x));
-    } else {
-        x = norm1->forward(x + sa(x));
-        x = norm2->forward(x + mha(x));
-        x = norm3->forward(x + ff_block(x));
-    }
+    auto ff = [&](const Tensor& x) { return ff_block(x); };
+    const bool nf = options.norm_first;
+    Tensor x = sublayer(nf, *norm3, sublayer(nf, *norm2, sublayer(nf, *norm1, tgt, sa), mha), ff);
     return x;
 }
 

@@ -3,22 +3,11 @@
 
 #include <string>
 
+#include "messages.hpp"
 #include "spool.hpp"
 
 using namespace spool;
-
-namespace {
-template <class E, class F>
-std::string message_of(F f)
-{
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "<no exception>";
-}
-}  // namespace
+using spool::test::message_of;
 
 TEST_CASE("shape mismatch names the op and both shapes")
 {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "messages.hpp"
 #include "spool.hpp"
 
 using namespace spool;
@@ -168,14 +169,7 @@ TEST_CASE("positional encodings: the sinusoid table and offsets")
 
 TEST_CASE("option validation names the module and the value")
 {
-    auto msg = [](auto f) {
-        try {
-            f();
-        } catch (const std::exception& e) {
-            return std::string(e.what());
-        }
-        return std::string("<none>");
-    };
+    auto msg = [](auto f) { return test::message_of<std::exception>(f); };
     CHECK(msg([] { MultiheadAttention({.embed_dim = 10, .num_heads = 3}); }) ==
           "MultiheadAttention: embed_dim must be divisible by num_heads; got embed_dim 10 and num_heads 3");
     CHECK(msg([] { TransformerEncoderLayer({.d_model = 8, .nhead = 3}); }) ==

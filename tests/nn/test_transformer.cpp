@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "messages.hpp"
 #include "spool.hpp"
 
 using namespace spool;
@@ -141,14 +142,7 @@ TEST_CASE("KV-cache decoding gives the same outputs as recomputing the whole pre
 
 TEST_CASE("bad input names the module and the shapes")
 {
-    auto msg = [](auto f) {
-        try {
-            f();
-        } catch (const std::exception& e) {
-            return std::string(e.what());
-        }
-        return std::string("<none>");
-    };
+    auto msg = [](auto f) { return test::message_of<std::exception>(f); };
     MultiheadAttention mha({.embed_dim = 4, .num_heads = 2});
     Tensor x = zeros({3, 2, 4});
     CHECK(msg([&] { mha(zeros({3, 2, 5}), x, x); }) ==
