@@ -144,6 +144,8 @@ void Tape::run_backward(const Tensor& root, Value seed)
                 if (!gj.defined()) continue;
                 if (anomaly) check_finite(gj, "gradient", nd.kind);
                 InputRef& in = nd.inputs[j];
+                if (in.leaf && !in.leaf->grad.defined() && gj.use_count() > 1)
+                    gj = gj.clone();  // a leaf's grad is the user's: never share its buffer with another
                 accumulate(in.leaf ? in.leaf->grad : nodes_[in.node].dout[in.output], std::move(gj));
             }
         }

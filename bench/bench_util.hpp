@@ -37,7 +37,7 @@ public:
     Json& num(const char* key, double v)
     {
         char buf[64];
-        std::snprintf(buf, sizeof buf, ",\"%s\":%.6g", key, v);
+        std::snprintf(buf, sizeof buf, ",\"%s\":%.10g", key, v);
         out_ += buf;
         return *this;
     }

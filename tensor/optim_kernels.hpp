@@ -21,8 +21,8 @@ namespace spool::kernels {
 ///   d = d + momentum * buf (nesterov) | buf
 ///   θ = θ - lr * d
 struct SgdSlot {
-    Value* param;
-    const Value* grad;
+    Value* param = nullptr;
+    const Value* grad = nullptr;
     Value* momentum_buffer = nullptr;  ///< nullptr when momentum == 0
     bool init_buffer = false;          ///< first step: buf = d instead of the running average
     double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
@@ -39,10 +39,10 @@ void sgd_step(std::span<const SgdSlot> slots);
 ///   v̂ = max(v̂, v) (amsgrad) | v
 ///   θ = θ - lr / (1 - β1^t) * m / (sqrt(v̂) / sqrt(1 - β2^t) + eps)
 struct AdamSlot {
-    Value* param;
-    const Value* grad;
-    Value* exp_avg;
-    Value* exp_avg_sq;
+    Value* param = nullptr;
+    const Value* grad = nullptr;
+    Value* exp_avg = nullptr;
+    Value* exp_avg_sq = nullptr;
     Value* max_exp_avg_sq = nullptr;  ///< amsgrad only
     std::int64_t step = 1;
     double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;

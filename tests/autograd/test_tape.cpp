@@ -155,3 +155,13 @@ TEST_CASE("matmul follows torch.matmul for 1-D operands")
     CHECK(matmul(a, m).tolist() == std::vector<double>{7, 10});
     CHECK(matmul(m, a).tolist() == std::vector<double>{5, 11});
 }
+
+TEST_CASE("two leaves never share one gradient buffer")
+{
+    Tensor a = ones({3}, {.requires_grad = true}), b = ones({3}, {.requires_grad = true});
+    Tape tape;
+    tape.backward(sum((a + b) * 3.0));  // add hands the same dy to both inputs
+    CHECK_FALSE(a.grad().value().shares_storage(b.grad().value()));
+    CHECK(a.grad().tolist() == std::vector<double>{3, 3, 3});
+    CHECK(b.grad().tolist() == std::vector<double>{3, 3, 3});
+}
