@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/ops.hpp"
+#include "autograd/ops_loss.hpp"
 #include "autograd/ops_nn.hpp"
 #include "tensor/random.hpp"
 
@@ -18,6 +19,15 @@ Tensor bool_mask(const Shape& s, int every)
     std::vector<bool> m(s.numel());
     for (std::size_t i = 0; i < m.size(); ++i) m[i] = i % every == 1;
     return from_vector(m, s);
+}
+
+/// int64 class indices (loss targets).
+Tensor labels(const std::vector<std::int64_t>& v, const Shape& s) { return from_vector(v, s); }
+
+/// Class weights in x's dtype.
+Tensor class_weights(const Tensor& x, const std::vector<double>& w)
+{
+    return to(from_vector(w, S{static_cast<std::int64_t>(w.size())}, {.dtype = DType::f64}), x.dtype());
 }
 
 // Every OpKind's row. Shapes include broadcasting, size-1 dims and scalars where the op
@@ -110,7 +120,11 @@ const OpSpec rows[] = {
      {{"embedding rows, repeated ids", {S{5, 3}}, Domain::any,
        [](In x) { return embedding(x[0], from_vector(std::vector<std::int64_t>{4, 0, 4, 2, 1, 4}, S{2, 3})); }},
       {"dim 1", {S{2, 4}}, Domain::any,
-       [](In x) { return index_select(x[0], 1, from_vector(std::vector<std::int64_t>{3, 1, 3}, S{3})); }}}},
+       [](In x) { return index_select(x[0], 1, from_vector(std::vector<std::int64_t>{3, 1, 3}, S{3})); }},
+      // padding_idx deliberately breaks the gradient of its row (as PyTorch), so the sample ids
+      // avoid it here; tests/nn checks that the padding row gets no gradient
+      {"embedding with padding_idx (not hit)", {S{4, 2}}, Domain::any,
+       [](In x) { return embedding(x[0], from_vector(std::vector<std::int64_t>{2, 0, 3, 2}, S{4}), 1); }}}},
     {OpKind::MaskedFill,
      {{"(2,3) mask (2,3)", {S{2, 3}}, Domain::any, [](In x) { return masked_fill(x[0], bool_mask(S{2, 3}, 2), -3.0); }},
       {"(2,3,4) mask (3,1)", {S{2, 3, 4}}, Domain::any,
@@ -122,6 +136,46 @@ const OpSpec rows[] = {
     {OpKind::Dropout,
      {{"p=0.3 (4,5)", {S{4, 5}}, Domain::any, [](In x) { return dropout(x[0], 0.3); }},
       {"p=0.5 (33,)", {S{33}}, Domain::any, [](In x) { return dropout(x[0], 0.5); }}}},
+    {OpKind::CrossEntropy,
+     {{"class indices, mean (3,5)", {S{3, 5}}, Domain::any,
+       [](In x) { return cross_entropy(x[0], labels({1, 4, 0}, S{3})); }},
+      {"ignore_index, sum (4,5)", {S{4, 5}}, Domain::any,
+       [](In x) { return cross_entropy(x[0], labels({1, -100, 3, 2}, S{4}), {.reduction = Reduction::sum}); }},
+      {"weights + ignore_index 0 + smoothing 0.1, mean", {S{4, 5}}, Domain::any,
+       [](In x) {
+           return cross_entropy(x[0], labels({1, 0, 3, 4}, S{4}),
+                                {.weight = class_weights(x[0], {0.5, 1, 2, 1.5, 0.7}), .ignore_index = 0,
+                                 .label_smoothing = 0.1});
+       }},
+      {"label smoothing 0.2, none (3,5)", {S{3, 5}}, Domain::any,
+       [](In x) {
+           return cross_entropy(x[0], labels({2, 2, 0}, S{3}),
+                                {.reduction = Reduction::none, .label_smoothing = 0.2});
+       }},
+      {"probabilities (softmax of input 1) + weights + smoothing, mean", {S{3, 4}, S{3, 4}}, Domain::any,
+       [](In x) {
+           return cross_entropy(x[0], softmax(x[1], -1),
+                                {.weight = class_weights(x[0], {1, 0.5, 2, 1}), .label_smoothing = 0.1});
+       }},
+      {"probabilities, none", {S{2, 3}, S{2, 3}}, Domain::any,
+       [](In x) { return cross_entropy(x[0], softmax(x[1], -1), {.reduction = Reduction::none}); }},
+      {"(N,C,d) class indices, none (2,3,2)", {S{2, 3, 2}}, Domain::any,
+       [](In x) { return cross_entropy(x[0], labels({0, 2, 1, -100}, S{2, 2}), {.reduction = Reduction::none}); }},
+      {"unbatched (5,)", {S{5}}, Domain::any, [](In x) { return cross_entropy(x[0], labels({3}, S{})); }},
+      {"every target ignored: 0 with zero gradient", {S{2, 3}}, Domain::any,
+       [](In x) { return cross_entropy(x[0], labels({-100, -100}, S{2})); }},
+      {"Annotated Transformer KL form (padding 0, smoothing 0.1)", {S{3, 5}}, Domain::any,
+       [](In x) {
+           const double off = 0.1 / 3;  // eps / (C - 2)
+           const kernels::CrossEntropySpec spec{.on = 0.9 - off, .off = off, .ignore_index = 0};
+           return fused_cross_entropy(x[0], labels({2, 0, 4}, S{3}), class_weights(x[0], {0, 1, 1, 1, 1}), spec,
+                                      Reduction::mean);
+       }}}},
+    {OpKind::LogSumExp,
+     {{"last dim (3,4)", {S{3, 4}}, Domain::any, [](In x) { return logsumexp(x[0], -1); }},
+      {"dim 0 keepdim (3,4)", {S{3, 4}}, Domain::any, [](In x) { return logsumexp(x[0], 0, true); }},
+      {"middle dim (2,3,2)", {S{2, 3, 2}}, Domain::any, [](In x) { return logsumexp(x[0], 1); }}}},
+    {OpKind::LogSigmoid, {{"(9,)", {S{9}}, Domain::any, [](In x) { return logsigmoid(x[0] * 3.0); }}}},
     {OpKind::Cast,
      // a float32 round trip quantizes f(x ± eps) to 2^-24: eps 1e-6 would measure rounding, not
      // the derivative (exactly 1), so this row uses eps 1e-3 and atol 1e-3

@@ -2,13 +2,16 @@
 // Square n in {128 .. 2048} and the Transformer shapes (M x K x N) 2048x256x1024, 2048x1024x256,
 // 2048x256x256, at 1 and 2 threads. Medians (with min and max) over >= 10 timed samples after
 // warm-up; spool and OpenBLAS are interleaved A B A B so their ratio shares the machine's noise.
-// The OpenBLAS half is built only with SPOOL_HAVE_OPENBLAS. Flags: --quick (fewer shapes/samples).
+// The OpenBLAS half is built only with SPOOL_HAVE_OPENBLAS; "openblas_core" names the kernel set
+// OpenBLAS picked (Debian's 0.3.21 does not know this Xeon and picks Prescott unless
+// OPENBLAS_CORETYPE=SkylakeX). Flags: --quick (fewer shapes and samples, a smoke test).
 // Not here: other dtypes, transposed operands (the tests cover those for correctness).
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -18,6 +21,7 @@
 
 #ifdef SPOOL_HAVE_OPENBLAS
 #include <cblas.h>
+#include <unistd.h>
 #endif
 
 namespace {
@@ -52,6 +56,16 @@ double sample(F&& f, int calls, double flops)
 
 int main(int argc, char** argv)
 {
+#ifdef SPOOL_HAVE_OPENBLAS
+    // OpenBLAS's idle workers spin (sched_yield) for 2^28 cycles (~0.1 s) after each call and steal
+    // a core from spool's next 2-thread sample; with 2^4 they sleep at once, like OpenMP's passive
+    // waiters. OpenBLAS reads the variable when it loads, so set it and restart once (an explicit
+    // setting is kept).
+    if (!std::getenv("OPENBLAS_THREAD_TIMEOUT")) {
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
+        execv("/proc/self/exe", argv);  // returns only if it failed: then run as we are
+    }
+#endif
     bool quick = false;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--quick") == 0) {

@@ -50,7 +50,7 @@ public:
     int rank() const { return shape_.rank(); }
     std::int64_t numel() const { return shape_.numel(); }
     DType dtype() const { return dtype_; }
-    std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * itemsize(dtype_); }
+    std::size_t nbytes() const { return defined() ? static_cast<std::size_t>(numel()) * itemsize(dtype_) : 0; }
 
     template <class T> T* data() const
     {
