@@ -8,7 +8,6 @@
 // Not here: other dtypes, transposed operands (the tests cover those for correctness).
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +15,7 @@
 #include <random>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "tensor/gemm.hpp"
 #include "tensor/threads.hpp"
 
@@ -30,26 +30,13 @@ struct Shape {
     int64_t m, k, n;
 };
 
-struct Stats {
-    double median, min, max;
-};
-
-Stats stats(std::vector<double> v)
-{
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    const double median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    return {median, v.front(), v.back()};
-}
-
 // GFLOP/s of one sample: `calls` back-to-back calls of f, so that a sample lasts long enough to time.
 template <class F>
 double sample(F&& f, int calls, double flops)
 {
-    const auto t0 = std::chrono::steady_clock::now();
+    const double t0 = spool::bench::now_s();
     for (int c = 0; c < calls; ++c) f();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return flops * calls / s * 1e-9;
+    return flops * calls / (spool::bench::now_s() - t0) * 1e-9;
 }
 
 }  // namespace
@@ -118,18 +105,16 @@ int main(int argc, char** argv)
                 if (r >= warmup) theirs.push_back(h);
 #endif
             }
-            const Stats a = stats(ours);
-            std::printf("{\"bench\":\"gemm\",\"m\":%lld,\"k\":%lld,\"n\":%lld,\"threads\":%d,"
-                        "\"gflops\":%.2f,\"gflops_min\":%.2f,\"gflops_max\":%.2f",
-                        (long long)s.m, (long long)s.k, (long long)s.n, threads, a.median, a.min, a.max);
+            using spool::bench::stats_of;
+            spool::bench::Json line("gemm");
+            line.num("m", double(s.m)).num("k", double(s.k)).num("n", double(s.n)).num("threads", threads);
+            line.stats("gflops", stats_of(ours));
 #ifdef SPOOL_HAVE_OPENBLAS
-            const Stats b = stats(theirs);
-            std::printf(",\"openblas_gflops\":%.2f,\"openblas_gflops_min\":%.2f,\"openblas_gflops_max\":%.2f"
-                        ",\"ratio\":%.3f,\"openblas_core\":\"%s\"",
-                        b.median, b.min, b.max, a.median / b.median, openblas_get_corename());
+            line.stats("openblas_gflops", stats_of(theirs));
+            line.num("ratio", stats_of(ours).median / stats_of(theirs).median);
+            line.str("openblas_core", openblas_get_corename());
 #endif
-            std::printf("}\n");
-            std::fflush(stdout);
+            line.print();
         }
     }
     return 0;

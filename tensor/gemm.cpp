@@ -1,28 +1,34 @@
 // spool's GEMM: C = alpha * op(A) * op(B) + beta * C, float and double, row-major (see gemm.hpp).
-// BLIS-style: op(B) and op(A) are packed into cache-sized panels (packing applies the transposes),
-// and a register-blocked xsimd FMA micro-kernel computes MR x NR tiles of C; OpenMP splits C
-// between threads. Small products skip packing and threads (direct path on the operands).
+// BLIS-style: op(B) is packed into L2-sized blocks and op(A) into L1-sized row panels (packing
+// applies the transposes), and a register-blocked xsimd FMA micro-kernel computes MR x NR tiles of
+// C; OpenMP splits C between threads. Small products skip packing and threads (a direct path).
 // Not here: runtime ISA dispatch (the arch is xsimd's compile-time default), complex or mixed types.
 
 #include "tensor/gemm.hpp"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <utility>
+
+// GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_* (GCC bug 105593)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <xsimd/xsimd.hpp>
-
-#include "tensor/errors.hpp"
-#include "tensor/threads.hpp"
-
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#pragma GCC diagnostic pop
+
+#include "tensor/errors.hpp"
+#include "tensor/threads.hpp"
 
 namespace spool::kernels {
 
@@ -47,25 +53,37 @@ struct Tile {
     static constexpr int MR = sizeof(Vec<T>) == 64 ? 14 : sizeof(Vec<T>) == 32 ? 6 : 4;
 };
 
-// Cache blocking (sizes in elements), chosen for this machine: L1d 48 KiB, L2 2 MiB per core.
-// The packed A micro-panel (MR x KC) stays in L1 while the kernel sweeps it across the NR-wide
-// panels of the packed B block (KC x NC), which stays in L2; C is then walked along its rows, a
-// stream the hardware prefetcher follows (the other loop order, down C's columns, ran ~5% slower).
-//   KC = 256: A micro-panel 14 x 256 floats = 14 KiB in L1, plus the 32 KiB B micro-panel
-//             streaming through L1 per kernel call; each C tile is loaded and stored K/KC times.
-//   NC = 1024: B block 256 x 1024 floats = 1 MiB, half of L2 (2048 was ~8% slower: the block
-//             spills to L3, whose bandwidth cannot feed the kernel).
-// Double keeps the same bytes: the same KC (its tile has half the lanes) and half the NC.
+// Cache blocking. The packed A micro-panel (MR x KC) stays in L1 while the kernel sweeps it across
+// the NR-wide panels of the packed B block (KC x NC), which stays in L2; C is then walked along
+// its rows, a stream the hardware prefetcher follows (the other loop order, down C's columns,
+// ran ~5% slower at 2048^3 here).
+//   KC = 256: the A micro-panel (14 x 256 floats = 14 KiB with AVX-512) and the B micro-panel
+//             streaming past it (32 KiB) fit the 48 KiB L1d; each C tile is loaded and stored
+//             K/KC times (KC 192 or 384 measured no better).
+//   NC: the B block takes half of L2 (sysconf; 2 MiB here -> 1024 floats, 512 doubles). With the
+//       block in L3 (NC 2048 here) the kernel ran ~8% slower: L3 cannot feed the B stream.
 template <class T>
 struct Blocking {
     static constexpr int64_t KC = 256;
-    static constexpr int64_t NC = 1024 * 4 / int64_t(sizeof(T));
+    static int64_t nc()
+    {
+        static const int64_t value = [] {
+            const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);  // 0 or -1 when unknown: assume 1 MiB
+            const int64_t bytes = l2 > 0 ? int64_t(l2) : int64_t(1) << 20;
+            const int64_t n = bytes / 2 / (KC * int64_t(sizeof(T))) / Tile<T>::NR * Tile<T>::NR;
+            return std::clamp<int64_t>(n, 8 * Tile<T>::NR, 8192);
+        }();
+        return value;
+    }
 };
 
-// Below this many multiply-adds (M*N*K) the direct path wins: no packing, no threads.
-constexpr int64_t kDirectFlops = int64_t(64) * 64 * 64;
-// Below this many multiply-adds per thread, one more thread costs more than it saves.
-constexpr int64_t kFlopsPerThread = int64_t(96) * 96 * 96;
+// Below this many multiply-adds (M*N*K) a product takes the direct path (operands read in place,
+// no blocking): everything fits in L2, and packing A would cost more than it saves (measured: the
+// direct path is ahead up to ~200^3 and level at 256^3).
+constexpr int64_t kDirectFlops = int64_t(192) * 192 * 192;
+// Each thread gets at least this many multiply-adds (~30 us): waking an OpenMP thread costs
+// microseconds with spinning waiters and tens of microseconds with OMP_WAIT_POLICY=passive.
+constexpr int64_t kFlopsPerThread = int64_t(128) * 128 * 128;
 
 template <class T>
 constexpr T round_up(T x, T m) { return (x + m - 1) / m * m; }
@@ -73,7 +91,8 @@ constexpr T round_up(T x, T m) { return (x + m - 1) / m * m; }
 // ---- thread-local packing buffers --------------------------------------------------------------
 
 // Grow-only 64-byte aligned scratch, one pair per thread and element type, so a steady stream of
-// GEMM calls never allocates.
+// GEMM calls never allocates. Sizes are bounded by the blocking (a B block, ~1 MiB, and an A
+// panel); a failed allocation inside a parallel region ends the program (OpenMP cannot rethrow).
 template <class T>
 class Scratch {
 public:
@@ -226,6 +245,82 @@ inline void tile(int64_t mr, int64_t nr, int64_t kc, const T* a, int64_t as, con
 
 // ---- packing -----------------------------------------------------------------------------------
 
+#if defined(__AVX512F__)
+// In-register transposes of a 16 x 16 float / 8 x 8 double block: pair rows within 128-bit lanes
+// (unpack, shuffle), then move 128-bit lanes between rows (shuffle_f32x4 / f64x2). xsimd 8.1 has
+// no transpose, and its AVX-512 zip_lo/zip_hi stay within lanes, so this uses intrinsics.
+inline void transpose16(__m512 (&r)[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2)
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 16; i += 4) {
+        r[i + 0] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44), r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44), r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int j = 0; j < 4; ++j)
+            t[h + j] = _mm512_shuffle_f32x4(r[h + j], r[h + 4 + j], 0x88),
+                  t[h + 4 + j] = _mm512_shuffle_f32x4(r[h + j], r[h + 4 + j], 0xDD);
+    for (int j = 0; j < 8; ++j)
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88), r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+}
+
+inline void transpose8(__m512d (&r)[8])
+{
+    __m512d t[8];
+    for (int i = 0; i < 8; i += 2)
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]), t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+    for (int h = 0; h < 8; h += 4)
+        for (int j = 0; j < 2; ++j)
+            r[h + j] = _mm512_shuffle_f64x2(t[h + j], t[h + 2 + j], 0x88),
+                  r[h + 2 + j] = _mm512_shuffle_f64x2(t[h + j], t[h + 2 + j], 0xDD);
+    for (int j = 0; j < 4; ++j)
+        t[j] = _mm512_shuffle_f64x2(r[j], r[4 + j], 0x88), t[4 + j] = _mm512_shuffle_f64x2(r[j], r[4 + j], 0xDD);
+    for (int j = 0; j < 8; ++j) r[j] = t[j];
+}
+
+// dst[c*ldd + r] = src[r*lds + c] for r < rows <= L, c < L (L = lanes), through registers.
+template <class T>
+inline void transpose_block(const T* src, int64_t lds, int64_t rows, T* dst, int64_t ldd)
+{
+    if constexpr (std::is_same_v<T, float>) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_loadu_ps(src + i * lds) : _mm512_setzero_ps();
+        transpose16(r);
+        const auto mask = __mmask16((1u << rows) - 1);
+        for (int c = 0; c < 16; ++c) _mm512_mask_storeu_ps(dst + c * ldd, mask, r[c]);
+    } else {
+        __m512d r[8];
+        for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm512_loadu_pd(src + i * lds) : _mm512_setzero_pd();
+        transpose8(r);
+        const auto mask = __mmask8((1u << rows) - 1);
+        for (int c = 0; c < 8; ++c) _mm512_mask_storeu_pd(dst + c * ldd, mask, r[c]);
+    }
+}
+#endif
+
+// dst[c*ldd + r] = src[r*lds + c] for r < rows, c < kc: `rows` runs of kc contiguous values become
+// kc runs of `rows` values (the transposing half of packing). AVX-512 moves L x L blocks through
+// registers; the rest goes element by element.
+template <class T>
+void transpose_runs(const T* src, int64_t lds, int64_t rows, int64_t kc, T* __restrict dst, int64_t ldd)
+{
+    constexpr int64_t L = Tile<T>::L;
+    for (int64_t r0 = 0; r0 < rows; r0 += L) {
+        const int64_t rn = std::min(L, rows - r0);
+        const T* s = src + r0 * lds;
+        T* d = dst + r0;
+        int64_t c = 0;
+#if defined(__AVX512F__)
+        if constexpr (sizeof(Vec<T>) == 64)
+            for (; c + L <= kc; c += L) transpose_block(s + c, lds, rn, d + c * ldd, ldd);
+#endif
+        for (; c < kc; ++c)
+            for (int64_t r = 0; r < rn; ++r) d[c * ldd + r] = s[r * lds + c];
+    }
+}
+
 // op(B)[k0:k0+kc, j0:j0+nc] -> panels of NR columns, each kc x NR row-major (row k = NR values),
 // the last panel zero-padded to NR columns.
 template <class T>
@@ -234,70 +329,34 @@ void pack_b(const View<T>& B, int64_t k0, int64_t j0, int64_t kc, int64_t nc, T*
     constexpr int NR = Tile<T>::NR, L = Tile<T>::L;
     for (int64_t jp = 0; jp < nc; jp += NR, dst += kc * NR) {
         const int64_t nr = std::min<int64_t>(NR, nc - jp);
-        if (!B.trans) {
+        if (nr < NR)
+            for (int64_t k = 0; k < kc; ++k) std::fill(dst + k * NR + nr, dst + (k + 1) * NR, T(0));
+        if (B.trans) {
+            // B stored [N, K]: column j of op(B) is a contiguous row of B
+            transpose_runs(B.at(k0, j0 + jp), B.ld, nr, kc, dst, NR);
+        } else if (nr == NR) {
             const T* src = B.at(k0, j0 + jp);
-            if (nr == NR) {
-                for (int64_t k = 0; k < kc; ++k, src += B.ld)
+            for (int64_t k = 0; k < kc; ++k, src += B.ld)
 #pragma GCC unroll 4
-                    for (int v = 0; v < NR / L; ++v) Vec<T>::load_unaligned(src + v * L).store_aligned(dst + k * NR + v * L);
-            } else {
-                for (int64_t k = 0; k < kc; ++k, src += B.ld) {
-                    for (int64_t j = 0; j < nr; ++j) dst[k * NR + j] = src[j];
-                    for (int64_t j = nr; j < NR; ++j) dst[k * NR + j] = T(0);
-                }
-            }
+                for (int v = 0; v < NR / L; ++v)
+                    Vec<T>::load_unaligned(src + v * L).store_aligned(dst + k * NR + v * L);
         } else {
-            // B stored [N, K]: column j of op(B) is a contiguous row of B.
-            for (int64_t j = 0; j < nr; ++j) {
-                const T* src = B.at(k0, j0 + jp + j);
-                for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
-            }
-            for (int64_t j = nr; j < NR; ++j)
-                for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
+            const T* src = B.at(k0, j0 + jp);
+            for (int64_t k = 0; k < kc; ++k, src += B.ld) std::copy(src, src + nr, dst + k * NR);
         }
     }
 }
 
-// op(A)[i0:i0+mc, k0:k0+kc] -> panels of MR rows, each kc x MR (column k = MR values). The last
-// panel is not padded: its kernel reads only its rows.
+// op(A)[i0:i0+mr, k0:k0+kc] (mr <= MR) -> one panel kc x MR (column k = MR values). A short panel
+// is not padded: its kernel reads only its rows.
 template <class T>
-void pack_a(const View<T>& A, int64_t i0, int64_t k0, int64_t mc, int64_t kc, T* __restrict dst)
+void pack_a(const View<T>& A, int64_t i0, int64_t k0, int64_t mr, int64_t kc, T* __restrict dst)
 {
     constexpr int MR = Tile<T>::MR;
-    for (int64_t ip = 0; ip < mc; ip += MR, dst += kc * MR) {
-        const int64_t mr = std::min<int64_t>(MR, mc - ip);
-        if (A.trans) {
-            // A stored [K, M]: column k of op(A) is a contiguous run of row k of A.
-            const T* src = A.at(i0 + ip, k0);
-            for (int64_t k = 0; k < kc; ++k, src += A.ld)
-                for (int64_t i = 0; i < mr; ++i) dst[k * MR + i] = src[i];
-        } else if (mr == MR) {
-            const T* rows[MR];
-            for (int i = 0; i < MR; ++i) rows[i] = A.at(i0 + ip + i, k0);
-            for (int64_t k = 0; k < kc; ++k)
-#pragma GCC unroll 16
-                for (int i = 0; i < MR; ++i) dst[k * MR + i] = rows[i][k];
-        } else {
-            for (int64_t i = 0; i < mr; ++i) {
-                const T* src = A.at(i0 + ip + i, k0);
-                for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = src[k];
-            }
-        }
-    }
-}
-
-// Prefetches part p of `parts` of op(A)[i0:i0+mr, k0:k0+kc] into L2. The driver spreads the next
-// A panel over the current panel's kernel calls, so packing it does not wait on L3 or memory.
-template <class T>
-void prefetch_a(const View<T>& A, int64_t i0, int64_t k0, int64_t mr, int64_t kc, int64_t p, int64_t parts)
-{
-    const int64_t runs = A.trans ? kc : mr;                            // contiguous runs in memory
-    const int64_t bytes = (A.trans ? mr : kc) * int64_t(sizeof(T));  // length of one run
-    for (int64_t r = runs * p / parts; r < runs * (p + 1) / parts; ++r) {
-        const char* run = reinterpret_cast<const char*>(A.trans ? A.at(i0, k0 + r) : A.at(i0 + r, k0));
-        for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(run + b, 0, 2);
-        __builtin_prefetch(run + bytes - 1, 0, 2);
-    }
+    if (!A.trans) return transpose_runs(A.at(i0, k0), A.ld, mr, kc, dst, MR);
+    // A stored [K, M]: column k of op(A) is a contiguous run of row k of A
+    const T* src = A.at(i0, k0);
+    for (int64_t k = 0; k < kc; ++k, src += A.ld) std::copy(src, src + mr, dst + k * MR);
 }
 
 // ---- serial drivers ----------------------------------------------------------------------------
@@ -309,7 +368,8 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
                  int64_t ldc)
 {
     constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
-    constexpr int64_t KC = Blocking<T>::KC, NC = Blocking<T>::NC;
+    constexpr int64_t KC = Blocking<T>::KC;
+    const int64_t NC = Blocking<T>::nc();
     PackBuffers<T>& buffers = pack_buffers<T>();
     T* bp = buffers.b.get(std::size_t(std::min(K, KC) * round_up(std::min(N, NC), NR)));
     T* ap = buffers.a.get(std::size_t(MR * KC));
@@ -320,14 +380,11 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
             const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
             pack_b(B, pc, jc, kc, nc, bp);
             for (int64_t ir = 0; ir < M; ir += MR) {
-                const int64_t mr = std::min(MR, M - ir), next_mr = std::min(MR, M - ir - MR);
+                const int64_t mr = std::min(MR, M - ir);
                 pack_a(A, ir, pc, mr, kc, ap);
-                const int64_t panels = (nc + NR - 1) / NR;
-                for (int64_t jr = 0; jr < nc; jr += NR) {
-                    if (next_mr > 0) prefetch_a(A, ir + MR, pc, next_mr, kc, jr / NR, panels);
+                for (int64_t jr = 0; jr < nc; jr += NR)
                     tile<T, false>(mr, std::min(NR, nc - jr), kc, ap, MR, bp + jr * kc, NR, C + ir * ldc + jc + jr,
                                    ldc, alpha, beta_k);
-                }
             }
         }
     }
@@ -425,15 +482,16 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
 {
     const int64_t work = M * N * K;
     int nt = get_num_threads();
-    // inside a parallel region (e.g. attention over heads) a nested team would have one thread
-    // but the split below assumes nt: run serially instead
+    // inside a parallel region (e.g. attention over heads) run serially: a nested team would get
+    // one thread anyway, after the cost of opening a region
     if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0) || omp_in_parallel()) nt = 1;
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
     if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc);
 
-    const Split s = choose_split<T>(M, N, nt);
 #pragma omp parallel num_threads(nt)
     {
+        // split by the team actually granted (OMP_THREAD_LIMIT, nesting) so no part of C is skipped
+        const Split s = choose_split<T>(M, N, omp_get_num_threads());
         const int t = omp_get_thread_num();
         const int ti = t / s.tn, tj = t % s.tn;
         const int64_t m0 = cut(M, s.tm, ti, Tile<T>::MR), m1 = cut(M, s.tm, ti + 1, Tile<T>::MR);
@@ -453,6 +511,7 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc)
 {
+    SPOOL_ASSERT(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N);
     gemm_threaded(M, N, K, alpha, View<T>{A, lda, trans_a}, View<T>{B, ldb, trans_b}, beta, C, ldc);
 }
 
@@ -465,8 +524,9 @@ void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t 
     SPOOL_ASSERT(batch == 1 || stride_c != 0);
     const int nt = get_num_threads();
     const int64_t work = M * N * std::max<int64_t>(K, 1);
-    // One gemm per thread when each is too small to split well, or the batch divides evenly.
-    const bool per_item = nt > 1 && batch > 1 && !omp_in_parallel() &&
+    // One gemm per thread when each is too small to split well, or the batch divides evenly; a
+    // batch too small to be worth a second thread (decoding one token) stays on this thread.
+    const bool per_item = nt > 1 && batch > 1 && !omp_in_parallel() && batch * work >= 2 * kFlopsPerThread &&
                           (work < 4 * nt * kFlopsPerThread || batch % nt == 0 || batch >= 4 * nt);
     if (!per_item) {
         for (int64_t b = 0; b < batch; ++b)

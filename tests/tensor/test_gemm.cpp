@@ -15,6 +15,10 @@
 #include "tensor/gemm.hpp"
 #include "tensor/threads.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace {
 
 using spool::kernels::gemm;
@@ -26,7 +30,8 @@ using spool::kernels::gemm_reference;
 template <class T>
 double tolerance(int64_t K, T alpha, T beta)
 {
-    return 4.0 * double(std::numeric_limits<T>::epsilon()) * double(K + 2) * (std::abs(double(alpha)) + std::abs(double(beta)));
+    const double eps = std::numeric_limits<T>::epsilon();
+    return 4.0 * eps * double(K + 2) * (std::abs(double(alpha)) + std::abs(double(beta)));
 }
 
 template <class T>
@@ -104,9 +109,12 @@ void check_gemm(const Case& c, T alpha, T beta, std::mt19937& gen)
         gemm(c.ta, c.tb, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
         expect_close(C, want, c.M, c.N, ldc, tolerance(c.K, alpha, beta));
         // each element is summed in the same order whatever the split between threads
-        if (first.empty()) first = C;
-        else CHECK_MESSAGE(std::equal(C.begin(), C.end(), first.begin(), [](T x, T y) { return x == y || (std::isnan(x) && std::isnan(y)); }),
-                           "result differs between 1 and 2 threads");
+        const auto same = [](T x, T y) { return x == y || (std::isnan(x) && std::isnan(y)); };
+        if (first.empty())
+            first = C;
+        else
+            CHECK_MESSAGE(std::equal(C.begin(), C.end(), first.begin(), same),
+                          "result differs between 1 and 2 threads");
     }
 }
 
@@ -128,10 +136,11 @@ TEST_CASE_TEMPLATE("gemm: tail sizes, all transposes, beta 0 / 1 / 0.5", T, floa
 TEST_CASE_TEMPLATE("gemm: shapes past the cache blocks and the threading threshold", T, float, double)
 {
     std::mt19937 gen(7);
-    // 300x257x513 crosses KC twice with tails everywhere; 450 rows cross MC; 20x4500 splits C by
-    // columns between threads and crosses NC; 64^3 and 97x130x65 sit near the direct-path threshold.
+    // Packed path: 300x257x513 crosses KC twice with tails in M, N and K; 450x70x300 splits rows
+    // between threads; 30x5000x100 splits columns between threads and crosses NC. Direct path
+    // (small products): 64^3, 97x130x65, 1x700x300.
     const Case shapes[] = {{false, false, 300, 257, 513, 3}, {false, false, 450, 70, 300, 0},
-                           {false, false, 20, 4500, 40, 1},  {false, false, 64, 64, 64, 0},
+                           {false, false, 30, 5000, 100, 1}, {false, false, 64, 64, 64, 0},
                            {false, false, 97, 130, 65, 5},   {false, false, 1, 700, 300, 0}};
     for (Case c : shapes)
         for (bool ta : {false, true})
@@ -174,30 +183,54 @@ TEST_CASE_TEMPLATE("gemm_batched: per-item results, broadcast operands (stride 0
         int64_t batch, M, N, K;
         bool broadcast_a, broadcast_b;
     };
-    // small items run one per thread; 3 large items (odd batch) thread inside each gemm
-    const BatchCase cases[] = {{8, 33, 31, 17, true, false}, {5, 64, 64, 64, false, true},
-                               {6, 9, 7, 8, false, false},   {3, 256, 200, 150, true, false}};
+    // tiny batches stay on one thread; 20 small items run one per thread; 3 large items (odd batch)
+    // thread inside each gemm
+    const BatchCase cases[] = {{8, 33, 31, 17, true, false}, {20, 64, 48, 80, false, true},
+                               {6, 9, 7, 8, false, false},   {3, 300, 256, 240, true, false}};
     for (const BatchCase& bc : cases)
         for (bool ta : {false, true})
-            for (bool tb : {false, true})
+            for (bool tb : {false, true}) {
+                const int64_t lda = (ta ? bc.M : bc.K) + 1, ldb = (tb ? bc.K : bc.N) + 2, ldc = bc.N + 3;
+                const int64_t size_a = (ta ? bc.K : bc.M) * lda, size_b = (tb ? bc.N : bc.K) * ldb;
+                const int64_t stride_a = bc.broadcast_a ? 0 : size_a + 5, stride_b = bc.broadcast_b ? 0 : size_b;
+                const int64_t stride_c = bc.M * ldc;
+                const auto A = random_vector<T>(std::size_t(stride_a * (bc.batch - 1) + size_a), gen);
+                const auto B = random_vector<T>(std::size_t(stride_b * (bc.batch - 1) + size_b), gen);
+                const auto C0 = random_vector<T>(std::size_t(stride_c * bc.batch), gen);
+                const T alpha(0.5), beta(0.5);
+                auto want = C0;
+                for (int64_t b = 0; b < bc.batch; ++b)
+                    gemm_reference(ta, tb, bc.M, bc.N, bc.K, alpha, A.data() + b * stride_a, lda,
+                                   B.data() + b * stride_b, ldb, beta, want.data() + b * stride_c, ldc);
                 for (int threads : {1, 2}) {
-                    INFO("batch " << bc.batch << ", M " << bc.M << ", N " << bc.N << ", K " << bc.K << ", trans_a " << ta
-                                  << ", trans_b " << tb << ", threads " << threads);
+                    INFO("batch " << bc.batch << ", M " << bc.M << ", N " << bc.N << ", K " << bc.K
+                                  << ", trans_a " << ta << ", trans_b " << tb << ", threads " << threads);
                     ThreadScope scope(threads);
-                    const int64_t lda = (ta ? bc.M : bc.K) + 1, ldb = (tb ? bc.K : bc.N) + 2, ldc = bc.N + 3;
-                    const int64_t size_a = (ta ? bc.K : bc.M) * lda, size_b = (tb ? bc.N : bc.K) * ldb;
-                    const int64_t stride_a = bc.broadcast_a ? 0 : size_a + 5, stride_b = bc.broadcast_b ? 0 : size_b;
-                    const int64_t stride_c = bc.M * ldc;
-                    const auto A = random_vector<T>(std::size_t(stride_a * (bc.batch - 1) + size_a), gen);
-                    const auto B = random_vector<T>(std::size_t(stride_b * (bc.batch - 1) + size_b), gen);
-                    auto C = random_vector<T>(std::size_t(stride_c * bc.batch), gen);
-                    auto want = C;
-                    const T alpha(0.5), beta(0.5);
-                    for (int64_t b = 0; b < bc.batch; ++b)
-                        gemm_reference(ta, tb, bc.M, bc.N, bc.K, alpha, A.data() + b * stride_a, lda,
-                                       B.data() + b * stride_b, ldb, beta, want.data() + b * stride_c, ldc);
+                    auto C = C0;
                     gemm_batched(bc.batch, ta, tb, bc.M, bc.N, bc.K, alpha, A.data(), lda, stride_a, B.data(), ldb,
                                  stride_b, beta, C.data(), ldc, stride_c);
                     expect_close(C, want, bc.M * bc.batch, bc.N, ldc, tolerance(bc.K, alpha, beta));
                 }
+            }
 }
+
+#ifdef _OPENMP
+TEST_CASE("gemm: called from inside a parallel region")
+{
+    // a gemm large enough to thread, run by each thread of an outer team, must still compute all of C
+    ThreadScope scope(2);
+    std::mt19937 gen(5);
+    const int64_t M = 260, N = 200, K = 160, items = 4;  // above the threading threshold
+    const auto A = random_vector<float>(std::size_t(M * K), gen), B = random_vector<float>(std::size_t(K * N), gen);
+    std::vector<float> want(std::size_t(M * N)), C(std::size_t(items * M * N), std::numeric_limits<float>::quiet_NaN());
+    gemm_reference(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, want.data(), N);
+#pragma omp parallel for num_threads(2)
+    for (int64_t i = 0; i < items; ++i)
+        gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data() + i * M * N, N);
+    for (int64_t i = 0; i < items; ++i) {
+        INFO("item " << i);
+        expect_close(std::vector<float>(C.begin() + i * M * N, C.begin() + (i + 1) * M * N), want, M, N, N,
+                     tolerance(K, 1.0f, 0.0f));
+    }
+}
+#endif
