@@ -58,14 +58,16 @@ Tensor Seq2SeqTransformer::embed(const Embedding& table, const Tensor& ids, std:
 Seq2SeqOutput Seq2SeqTransformer::forward_with_attention(const Tensor& src, const Tensor& tgt, const Seq2SeqArgs& a) const
 {
     const std::int64_t T = tgt.shape()[seq_dim(options.batch_first)];
-    TransformerArgs ta{.tgt_mask = generate_square_subsequent_mask(T, options.dtype),
+    Tensor s = embed(*src_embed, src, 0), t = embed(*tgt_embed, tgt, 0);
+    // the mask takes the parameters' dtype, which to(f64) may have changed since construction
+    TransformerArgs ta{.tgt_mask = generate_square_subsequent_mask(T, t.dtype()),
                        .src_key_padding_mask = a.src_key_padding_mask,
                        .tgt_key_padding_mask = a.tgt_key_padding_mask,
                        .memory_key_padding_mask = a.memory_key_padding_mask,
                        .tgt_is_causal = true,
                        .need_weights = a.need_weights,
                        .average_attn_weights = a.average_attn_weights};
-    DecoderOutput d = transformer->forward_with_attention(embed(*src_embed, src, 0), embed(*tgt_embed, tgt, 0), ta);
+    DecoderOutput d = transformer->forward_with_attention(s, t, ta);
     return {generator->forward(d.output), d.cross_attention};
 }
 
@@ -117,7 +119,7 @@ Tensor TransformerLM::forward(const Tensor& ids, const Tensor& key_padding_mask)
                 options.batch_first ? "[N, T]" : "[T, N]", "; got ", ids.defined() ? to_string(ids.shape()) : "undefined");
     const std::int64_t T = ids.shape()[seq_dim(options.batch_first)];
     Tensor x = positional_encoding->forward((*embed)(ids) * std::sqrt(static_cast<double>(options.d_model)));
-    EncoderArgs a{.mask = generate_square_subsequent_mask(T, options.dtype), .src_key_padding_mask = key_padding_mask,
+    EncoderArgs a{.mask = generate_square_subsequent_mask(T, x.dtype()), .src_key_padding_mask = key_padding_mask,
                   .is_causal = true};
     for (const auto& l : *layers) x = l->forward(x, a);
     if (norm) x = norm->forward(x);

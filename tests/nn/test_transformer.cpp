@@ -300,3 +300,43 @@ TEST_CASE("TransformerLM: causal forward, cached steps equal the full forward")
     Tensor gen = generate(lm, slice(ids, 0, 0, 2), {.max_new_tokens = 4, .eos_id = 99});
     CHECK(gen.shape() == Shape({2, 4}));
 }
+
+TEST_CASE("gradcheck: the remaining modules — Linear, Embedding, LayerNorm, positions, Sequential, models")
+{
+    manual_seed(41);
+    auto ok = [](const GradcheckResult& r, const char* what) {
+        INFO(what, ": ", r.message);
+        CHECK(r.ok);
+    };
+    Linear lin(3, 2);
+    Tensor x = x64({4, 3});
+    ok(check_module(lin, {x}, [&] { return lin(x); }), "Linear");
+    Embedding emb({.num_embeddings = 5, .embedding_dim = 2, .padding_idx = 0});
+    Tensor ids = from_vector(std::vector<std::int64_t>{1, 4, 4, 2}, {2, 2});
+    ok(check_module(emb, {}, [&] { return emb(ids); }), "Embedding");
+    LayerNorm ln({.normalized_shape = {3}, .eps = 1e-5});
+    Tensor y = x64({2, 3});
+    ok(check_module(ln, {y}, [&] { return ln(y) * y; }), "LayerNorm");
+    LearnedPositionalEmbedding lpe({.d_model = 2, .max_len = 6});
+    PositionalEncoding spe({.d_model = 2, .max_len = 6});
+    Tensor z = x64({3, 1, 2});
+    ok(check_module(lpe, {z}, [&] { return lpe(z, 2); }), "LearnedPositionalEmbedding");
+    ok(check_module(spe, {z}, [&] { return spe(z, 1) * z; }), "PositionalEncoding");
+    Sequential seq;
+    seq.push_back(std::make_shared<Linear>(3, 4)).push_back(std::make_shared<GELU>()).push_back(std::make_shared<Linear>(4, 2));
+    ok(check_module(seq, {x}, [&] { return seq(x); }), "Sequential");
+
+    Seq2SeqTransformer s2s({.src_vocab = 6, .tgt_vocab = 6, .d_model = 4, .nhead = 2, .num_encoder_layers = 1,
+                            .num_decoder_layers = 1, .dim_feedforward = 4, .dropout = 0.0, .max_len = 8,
+                            .tie_weights = true});
+    Tensor src = from_vector(std::vector<std::int64_t>{1, 2, 3, 4, 5, 1}, {3, 2});
+    Tensor tgt = from_vector(std::vector<std::int64_t>{1, 1, 2, 5}, {2, 2});
+    ok(check_module(s2s, {}, [&] {
+           auto o = s2s.forward_with_attention(src, tgt, {.need_weights = true});
+           return concat({reshape(o.logits, {-1}), reshape(o.cross_attention[0], {-1})});
+       }),
+       "Seq2SeqTransformer (tied, with cross-attention weights)");
+    TransformerLM lm({.vocab = 6, .d_model = 4, .nhead = 2, .num_layers = 1, .dim_feedforward = 4, .dropout = 0.0,
+                      .max_len = 8});
+    ok(check_module(lm, {}, [&] { return lm(tgt); }), "TransformerLM");
+}
