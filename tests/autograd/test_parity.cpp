@@ -22,6 +22,7 @@
 
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
+#include "compare.hpp"
 #include "tolerances.hpp"
 
 using nlohmann::json;
@@ -170,25 +171,7 @@ void expect_matches(const std::string& what, const Tensor& got, const json& want
     CHECK_MESSAGE(got.dtype() == dt, "dtype ", spool::dtype_name(got.dtype()), ", PyTorch ", spool::dtype_name(dt));
     REQUIRE_MESSAGE(got.shape() == shape, "shape ", spool::to_string(got.shape()), ", PyTorch ",
                     spool::to_string(shape));
-    const auto vals = got.tolist();
-    REQUIRE(vals.size() == ref.size());
-
-    const spool::test::Tolerance tol = spool::test::parity_tolerance(dt);
-    int bad = 0;
-    double worst = 0;  // largest |a - b| / (atol + rtol |b|): > 1 fails
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-        const double ratio = std::abs(vals[i] - ref[i]) / (tol.atol + tol.rtol * std::abs(ref[i]));
-        worst = std::max(worst, std::isnan(ratio) ? HUGE_VAL : ratio);
-        if (spool::test::close(vals[i], ref[i], tol)) continue;
-        if (++bad <= 5) {
-            std::ostringstream os;
-            os.precision(17);
-            os << what << "[" << i << "]: spool " << vals[i] << ", PyTorch " << ref[i] << ", |diff| "
-               << std::abs(vals[i] - ref[i]) << " > atol " << tol.atol << " + rtol " << tol.rtol << " * |PyTorch|";
-            FAIL_CHECK(os.str());
-        }
-    }
-    CHECK_MESSAGE(bad == 0, what, ": ", bad, " of ", ref.size(), " elements differ; worst error/tolerance ", worst);
+    spool::test::expect_close(what, got.tolist(), ref, spool::test::parity_tolerance(dt));
 }
 
 void run_case(const json& c)

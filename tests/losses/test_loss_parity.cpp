@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "spool.hpp"
+#include "compare.hpp"
 #include "tolerances.hpp"
 
 using nlohmann::json;
@@ -54,18 +55,7 @@ void check_close(const std::string& what, const Tensor& got, const json& want)
     REQUIRE(got.defined());
     REQUIRE_MESSAGE(got.shape() == Shape(want.at("shape").get<std::vector<std::int64_t>>()), "shape ",
                     to_string(got.shape()));
-    const auto ref = want.at("data").get<std::vector<double>>();
-    const auto vals = got.tolist();
-    const auto tol = test::parity_tolerance(got.dtype());
-    int bad = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-        if (test::close(vals[i], ref[i], tol)) continue;
-        std::ostringstream os;
-        os.precision(17);
-        os << what << "[" << i << "]: spool " << vals[i] << ", PyTorch " << ref[i];
-        if (++bad <= 4) FAIL_CHECK(os.str());
-    }
-    CHECK_MESSAGE(bad == 0, what, ": ", bad, " of ", ref.size(), " elements differ");
+    test::expect_close(what, got.tolist(), want.at("data").get<std::vector<double>>(), test::parity_tolerance(got.dtype()));
 }
 
 /// The case's options as registry options (tensors from the case's aux).

@@ -27,6 +27,7 @@
 #include "autograd/tape.hpp"
 #include "io/safetensors.hpp"
 #include "nn/transformer.hpp"
+#include "compare.hpp"
 #include "tolerances.hpp"
 
 using nlohmann::json;
@@ -242,26 +243,7 @@ void expect_matches(const std::string& case_name, const std::string& what, const
                   ", PyTorch ", spool::dtype_name(want.dtype()));
     REQUIRE_MESSAGE(got.shape() == want.shape(), case_name, ": ", what, " shape ", spool::to_string(got.shape()),
                     ", PyTorch ", spool::to_string(want.shape()));
-    const auto vals = got.tolist();
-    const auto ref = want.tolist();
-    const spool::test::Tolerance tol = spool::test::nn_parity_f32;
-    int bad = 0;
-    double worst = 0;  // largest |a - b| / (atol + rtol |b|): above 1 fails
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-        const double ratio = std::abs(vals[i] - ref[i]) / (tol.atol + tol.rtol * std::abs(ref[i]));
-        worst = std::max(worst, std::isnan(ratio) ? HUGE_VAL : ratio);
-        if (spool::test::close(vals[i], ref[i], tol)) continue;
-        if (++bad <= 5) {
-            std::ostringstream os;
-            os.precision(9);
-            os << case_name << ": " << what << "[" << i << "]: spool " << vals[i] << ", PyTorch " << ref[i]
-               << ", |diff| " << std::abs(vals[i] - ref[i]) << " > atol " << tol.atol << " + rtol " << tol.rtol
-               << " * |PyTorch|";
-            FAIL_CHECK(os.str());
-        }
-    }
-    CHECK_MESSAGE(bad == 0, case_name, ": ", what, ": ", bad, " of ", ref.size(),
-                  " elements differ; worst error/tolerance ", worst);
+    spool::test::expect_close(case_name + ": " + what, got.tolist(), want.tolist(), spool::test::nn_parity_f32);
 }
 
 void run_case(const Case& c)
