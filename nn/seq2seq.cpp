@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/ops.hpp"
+#include "autograd/tape.hpp"
 #include "nn/init.hpp"
 
 namespace spool::nn {
@@ -13,6 +14,17 @@ void tie(Linear& generator, const Embedding& table)
 {
     generator.weight = table.weight;
     generator.set_parameter("weight", table.weight);
+}
+
+/// These models scale embeddings by √d_model in forward, so their tables start at
+/// N(0, 1/d_model) instead of Embedding's N(0, 1): the scaled embeddings then have unit
+/// variance (not √d_model, which would drown the positional signal), and a tied generator
+/// starts with unit-variance logits, i.e. a near-uniform prediction (fairseq's Transformer
+/// embeddings are initialised the same way). The padding row stays zero.
+void init_scaled_table(Embedding& table, std::int64_t d_model)
+{
+    NoGrad no_grad;
+    table.weight.value() = (table.weight * (1.0 / std::sqrt(static_cast<double>(d_model)))).value();
 }
 
 /// Layout helpers: sequence dim 0 (seq-first) or 1 (batch-first).
@@ -32,6 +44,8 @@ Seq2SeqTransformer::Seq2SeqTransformer(const Seq2SeqOptions& o) : Cloneable("Seq
     tgt_embed = o.tie_weights ? src_embed
                               : std::make_shared<Embedding>(EmbeddingOptions{o.tgt_vocab, o.d_model, o.padding_idx, o.dtype});
     register_module("tgt_embed", tgt_embed);
+    init_scaled_table(*src_embed, o.d_model);
+    if (!o.tie_weights) init_scaled_table(*tgt_embed, o.d_model);
     positional_encoding = register_module(
         "positional_encoding", std::make_shared<PositionalEncoding>(PositionalEncodingOptions{
                                    o.d_model, o.max_len, o.dropout, o.batch_first, o.dtype}));
@@ -98,6 +112,7 @@ TransformerLM::TransformerLM(const TransformerLMOptions& o) : Cloneable("Transfo
     SPOOL_CHECK(o.vocab > 0, ValueError, "TransformerLM: vocab must be positive; got ", o.vocab);
     SPOOL_CHECK(o.num_layers >= 1, ValueError, "TransformerLM: num_layers must be >= 1; got ", o.num_layers);
     embed = register_module("embed", std::make_shared<Embedding>(EmbeddingOptions{o.vocab, o.d_model, std::nullopt, o.dtype}));
+    init_scaled_table(*embed, o.d_model);
     positional_encoding = register_module(
         "positional_encoding", std::make_shared<PositionalEncoding>(PositionalEncodingOptions{
                                    o.d_model, o.max_len, o.dropout, o.batch_first, o.dtype}));

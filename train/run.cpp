@@ -1,0 +1,155 @@
+// A whole seq2seq run (train/seq2seq.hpp: run, write_run_report): the loop with progress
+// line, metrics.csv, evaluations, checkpoints, and the report page at the end.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "tensor/errors.hpp"
+#include "train/plot.hpp"
+#include "train/progress.hpp"
+#include "train/report.hpp"
+#include "train/seq2seq.hpp"
+
+namespace spool::train {
+namespace {
+
+std::string percent(double v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f%%", 100 * v);
+    return buf;
+}
+
+std::string fixed(double v, int digits)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+    return buf;
+}
+
+}  // namespace
+
+RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& o)
+{
+    SPOOL_CHECK(!o.out_dir.empty(), ValueError, "train::run: out_dir is empty");
+    std::filesystem::create_directories(o.out_dir);
+    {
+        std::ofstream f(o.out_dir + "/config.json");
+        f << o.config_json << "\n";
+        SPOOL_CHECK(f.good(), IoError, "train::run: cannot write '", o.out_dir, "/config.json'");
+    }
+    const auto& c = trainer.config();
+    CsvWriter csv(o.out_dir + "/metrics.csv", {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "eval_nll",
+                                               "eval_token_acc", "eval_exact", "eval_ece"});
+    std::FILE* out = o.quiet ? nullptr : stdout;
+    Progress progress({.total_steps = c.steps, .live = !o.quiet && stdout_is_terminal(), .out = out});
+    auto say = [&](const std::string& line) {
+        if (!o.quiet) progress.message(line);
+    };
+    RunSummary sum;
+    while (trainer.steps_done() < c.steps) {
+        const StepRecord r = trainer.step();
+        if (!o.quiet) progress.update(r.step, r.epoch, r.loss, r.lr, r.tokens);
+        csv.set("step", static_cast<double>(r.step));
+        csv.set("epoch", static_cast<double>(r.epoch));
+        csv.set("loss", r.loss);
+        csv.set("lr", r.lr);
+        csv.set("grad_norm", r.grad_norm);
+        csv.set("tokens_per_s", progress.tokens_per_second());
+        if (r.skipped) {
+            ++sum.skipped_steps;
+            say("step " + std::to_string(r.step) + ": " + trainer.optimizer().last_skip()->message);
+        }
+        if (!std::isfinite(r.loss)) sum.diverged = true;
+        if (r.step % c.eval_every == 0 || r.step == c.steps) {
+            EvalResult e = trainer.evaluate();
+            csv.set("eval_nll", e.nll);
+            csv.set("eval_token_acc", e.token_acc);
+            csv.set("eval_exact", e.exact);
+            csv.set("eval_ece", e.ece);
+            char buf[256];
+            std::snprintf(buf, sizeof buf,
+                          "eval @ step %lld: held-out exact match %.1f%%, token accuracy %.2f%%, NLL %.4f, ECE %.4f",
+                          static_cast<long long>(r.step), 100 * e.exact, 100 * e.token_acc, e.nll, e.ece);
+            say(buf);
+            for (const auto& s : e.samples)
+                say("    " + s.src + "  ->  greedy '" + s.greedy + "'  beam '" + s.beam + "'  (ref '" + s.ref + "')" +
+                    (s.greedy == s.ref ? "" : "  (wrong)"));
+            if (sum.reached_seconds < 0 && e.exact >= o.target) {
+                sum.reached_seconds = progress.elapsed_seconds();
+                sum.reached_step = r.step;
+            }
+            sum.last = e;
+            e.samples.clear();
+            sum.evals.push_back(std::move(e));
+        }
+        csv.commit();
+    }
+    progress.finish();
+    sum.seconds = progress.elapsed_seconds();
+    write_run_report(o.out_dir, o.config_json, trainer, sum, o.plots);
+    return sum;
+}
+
+void write_run_report(const std::string& dir, const std::string& config_json, Seq2SeqTrainer& trainer,
+                      const RunSummary& sum, bool plots)
+{
+    const auto& c = trainer.config();
+    const std::string csv = dir + "/metrics.csv";
+    auto col = [&](const char* name) { return read_csv_column(csv, name); };
+    const auto step = col("step");
+    if (plots && gnuplot_available()) {
+        plot_lines(dir + "/loss.png", {.title = "Loss", .xlabel = "step", .ylabel = "loss",
+                                       .series = {{"training loss (" + c.loss + ")", step, col("loss")},
+                                                  {"held-out NLL", step, col("eval_nll")}},
+                                       .logy = true});
+        plot_lines(dir + "/lr.png",
+                   {.title = "Learning rate", .xlabel = "step", .ylabel = "lr", .series = {{c.schedule, step, col("lr")}}});
+        plot_lines(dir + "/accuracy.png", {.title = "Held-out accuracy", .xlabel = "step", .ylabel = "accuracy",
+                                           .series = {{"token accuracy (teacher forced)", step, col("eval_token_acc")},
+                                                      {"exact match (greedy decode)", step, col("eval_exact")}},
+                                           .points = true});
+        const Example& e = trainer.heldout().front();
+        std::vector<std::string> xt, yt = {"<s>"};
+        for (char ch : e.src) xt.emplace_back(1, ch);
+        for (char ch : e.tgt) yt.emplace_back(1, ch);
+        // row t is the decoder query that reads tgt_in[t] (BOS, y1, …) and predicts tgt_out[t]
+        plot_heatmap(dir + "/attention.png",
+                     {.title = "Cross-attention, last decoder layer (heads averaged): '" + e.src + "' -> '" + e.tgt + "'",
+                      .xlabel = "source", .ylabel = "decoder input", .values = trainer.attention_map(e), .xtics = xt,
+                      .ytics = yt});
+    }
+    const EvalResult& last = sum.last;
+    HtmlReport page("spool: train_seq2seq on '" + c.task + "'");
+    page.paragraph("Held-out exact match " + percent(last.exact) + ", token accuracy " + percent(last.token_acc) +
+                   ", NLL " + fixed(last.nll, 4) + ", ECE " + fixed(last.ece, 4) + " after " +
+                   std::to_string(trainer.steps_done()) + " steps in " + format_duration(sum.seconds) + "." +
+                   (sum.reached_seconds >= 0 ? " Exact match first reached its target at step " +
+                                                   std::to_string(sum.reached_step) + " (" +
+                                                   format_duration(sum.reached_seconds) + ")."
+                                             : ""));
+    page.heading("Curves");
+    page.image(dir, "loss.png", "training loss and held-out NLL");
+    page.image(dir, "accuracy.png", "held-out token accuracy and exact match");
+    page.image(dir, "lr.png", "learning rate per step");
+    page.heading("Attention");
+    page.image(dir, "attention.png", "cross-attention of one held-out example");
+    page.heading("Sample decodes (held-out)");
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& s : last.samples) rows.push_back({s.src, s.ref, s.greedy, s.beam});
+    page.table({"source", "reference", "greedy", "beam"}, rows);
+    page.heading("Evaluations");
+    std::vector<std::vector<std::string>> evals;
+    for (const auto& e : sum.evals)
+        evals.push_back({std::to_string(e.step), percent(e.exact), percent(e.token_acc), fixed(e.nll, 4), fixed(e.ece, 4)});
+    page.table({"step", "exact match", "token accuracy", "NLL", "ECE"}, evals);
+    page.heading("Configuration");
+    page.preformatted(config_json);
+    page.heading("Data");
+    page.link(dir, "metrics.csv", "metrics.csv: every step's loss, lr, gradient norm; the evaluations");
+    page.link(dir, "config.json", "config.json: the options of this run");
+    page.write(dir + "/index.html");
+}
+
+}  // namespace spool::train
