@@ -106,13 +106,13 @@ private:
 // ---- a whole run ------------------------------------------------------------------------
 
 struct RunOptions {
-    std::string out_dir;            ///< run directory: metrics.csv, plots, index.html (created)
+    std::string out_dir = {};       ///< run directory: metrics.csv, plots, index.html (created)
     std::string config_json = "{}"; ///< written to config.json and shown on the page
     bool plots = true;
     bool quiet = false;             ///< no progress line or evaluation lines (tutorials running many)
     double target = 0.99;           ///< held-out exact match the run reports reaching
     std::int64_t save_every = 0;    ///< checkpoint every N steps into out_dir (0: only at the end)
-    std::string resume;             ///< checkpoint to resume from ("" : start fresh)
+    std::string resume = {};        ///< checkpoint to resume from ("" : start fresh)
 };
 
 struct RunSummary {
