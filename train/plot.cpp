@@ -65,7 +65,7 @@ bool plot_lines(const std::string& path, const LinePlot& p)
     std::ofstream g(gp);
     g << terminal(path, p.width, p.height) << "set output '" << path << "'\n"
       << "set title " << quote(p.title) << "\nset xlabel " << quote(p.xlabel) << "\nset ylabel " << quote(p.ylabel)
-      << "\nset grid\nset key best\n";
+      << "\nset grid\nset key " << p.key << "\n";  // gnuplot 5.4 has no "set key best"
     if (p.logx) g << "set logscale x\n";
     if (p.logy) g << "set logscale y\n";
     g << "plot ";
@@ -97,7 +97,8 @@ bool plot_heatmap(const std::string& path, const Heatmap& m)
     std::ofstream g(gp);
     g << terminal(path, m.width, m.height) << "set output '" << path << "'\n"
       << "set title " << quote(m.title) << "\nset xlabel " << quote(m.xlabel) << "\nset ylabel " << quote(m.ylabel)
-      << "\nset palette rgb 21,22,23\nset cbrange [0:*]\nset yrange [] reverse\nset tics scale 0\n";
+      << "\nset palette rgb 21,22,23\nset cbrange [0:*]\nset yrange [] reverse\nset tics scale 0\n"
+      << "set autoscale xfix\nset autoscale yfix\n";  // the image fills the frame, no empty margin
     if (!m.xtics.empty()) g << "set xtics " << tics(m.xtics) << " font ',9'\n";
     if (!m.ytics.empty()) g << "set ytics " << tics(m.ytics) << " font ',9'\n";
     g << "plot '" << dat << "' matrix with image notitle\n";

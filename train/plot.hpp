@@ -23,6 +23,7 @@ struct LinePlot {
     bool logx = false, logy = false;
     bool points = false;  ///< mark each point (few points); lines only otherwise
     int width = 800, height = 480;
+    std::string key = "top right";  ///< where gnuplot puts the legend ("bottom left", "outside", …)
 };
 
 /// Draws plot into path (".png" or ".svg"); false when gnuplot is missing or failed.
