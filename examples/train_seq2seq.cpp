@@ -30,7 +30,7 @@ struct Cli {
     std::int64_t save_every = 0;
     std::string resume;
     double target = 0.99;
-    bool smoke = false, plots = true, anomaly = false;
+    bool smoke = false, plots = true, anomaly = false, require_target = false;
 };
 
 nlohmann::json config_json(const Cli& a)
@@ -87,6 +87,7 @@ int main(int argc, char** argv)
     app.add_option("--target", a.target, "held-out exact match the run reports reaching");
     app.add_flag("--no-plots", [&](std::int64_t) { a.plots = false; }, "write no plots");
     app.add_flag("--anomaly", a.anomaly, "anomaly mode: name the op that first produces NaN/Inf");
+    app.add_flag("--require-target", a.require_target, "exit with status 3 when the target is not reached (tests)");
     app.add_flag("--smoke", a.smoke, "a few steps with a tiny model (tests)");
     CLI11_PARSE(app, argc, argv);
 
@@ -115,7 +116,7 @@ int main(int argc, char** argv)
         else
             std::printf("target NOT reached: held-out exact match %.1f%% < %.0f%%\n", 100 * sum.last.exact, 100 * a.target);
         std::printf("report: %s/index.html\n", a.out.c_str());
-        return 0;
+        return a.require_target && sum.reached_seconds < 0 ? 3 : 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "train_seq2seq: %s\n", e.what());
         return 1;

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 pkgs=(g++ meson ninja-build pkg-config cmake libxtensor-dev libxsimd-dev doctest-dev nlohmann-json3-dev
-      libgomp1 python3)
+      libgomp1 python3 libcli11-dev gnuplot-nox)
 for arg in "$@"; do
   case "$arg" in
     --with-peers) pkgs+=(libopenblas-dev libtorch-dev) ;;

@@ -94,10 +94,11 @@ void Progress::finish()
     std::fflush(o_.out);
 }
 
-CsvWriter::CsvWriter(const std::string& path, std::vector<std::string> columns)
-    : file_(path, std::ios::trunc), columns_(std::move(columns)), row_(columns_.size())
+CsvWriter::CsvWriter(const std::string& path, std::vector<std::string> columns, bool append)
+    : file_(path, append ? std::ios::app : std::ios::trunc), columns_(std::move(columns)), row_(columns_.size())
 {
     SPOOL_CHECK(file_.good(), IoError, "CsvWriter: cannot open '", path, "' for writing");
+    if (append) return;
     for (std::size_t i = 0; i < columns_.size(); ++i) file_ << (i ? "," : "") << columns_[i];
     file_ << "\n";
 }

@@ -50,7 +50,8 @@ std::string format_duration(double seconds);
 /// A CSV file with a header; set() fills columns of the current row, commit() writes it.
 class CsvWriter {
 public:
-    CsvWriter(const std::string& path, std::vector<std::string> columns);
+    /// append: add rows to an existing file written with the same columns (no new header).
+    CsvWriter(const std::string& path, std::vector<std::string> columns, bool append = false);
     void set(const std::string& column, double value);
     void commit();  ///< writes the row (empty cells for unset columns) and flushes
 

@@ -2,9 +2,11 @@
 // line, metrics.csv, evaluations, checkpoints, and the report page at the end.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
+#include "io/checkpoint.hpp"
 #include "tensor/errors.hpp"
 #include "train/plot.hpp"
 #include "train/progress.hpp"
@@ -28,7 +30,24 @@ std::string fixed(double v, int digits)
     return buf;
 }
 
+// Resuming into a run directory: keep the metrics rows up to the resumed step, drop the
+// rows of steps that will be run again.
+void truncate_metrics(const std::string& path, std::int64_t step)
+{
+    std::ifstream in(path);
+    if (!in) return;
+    std::string header, line, kept;
+    std::getline(in, header);
+    while (std::getline(in, line))
+        if (std::strtoll(line.c_str(), nullptr, 10) <= step) kept += line + "\n";
+    in.close();
+    std::ofstream out(path, std::ios::trunc);
+    out << header << "\n" << kept;
+}
+
 }  // namespace
+
+std::string checkpoint_dir(const std::string& out_dir) { return out_dir + "/checkpoints"; }
 
 RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& o)
 {
@@ -40,13 +59,40 @@ RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& o)
         SPOOL_CHECK(f.good(), IoError, "train::run: cannot write '", o.out_dir, "/config.json'");
     }
     const auto& c = trainer.config();
-    CsvWriter csv(o.out_dir + "/metrics.csv", {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "eval_nll",
-                                               "eval_token_acc", "eval_exact", "eval_ece"});
+    const std::string metrics = o.out_dir + "/metrics.csv";
     std::FILE* out = o.quiet ? nullptr : stdout;
     Progress progress({.total_steps = c.steps, .live = !o.quiet && stdout_is_terminal(), .out = out});
     auto say = [&](const std::string& line) {
         if (!o.quiet) progress.message(line);
     };
+    auto save = [&] {
+        const std::string path =
+            io::save_checkpoint_in(checkpoint_dir(o.out_dir), trainer.model(), &trainer.optimizer(), &trainer.schedule(),
+                                   {.step = trainer.steps_done(), .epoch = trainer.epoch(), .user = o.config_json},
+                                   {.keep_last = 3});
+        say("checkpoint: " + path);
+    };
+    bool resumed = false;
+    if (!o.resume.empty()) {
+        // a directory resumes from its newest checkpoint (a run directory: from its checkpoints/)
+        std::string path = o.resume;
+        if (std::filesystem::is_directory(path)) {
+            auto latest = io::latest_checkpoint(path);
+            if (!latest) latest = io::latest_checkpoint(checkpoint_dir(path));
+            SPOOL_CHECK(latest, IoError, "train::run: no checkpoint (ckpt-<step>.safetensors) in '", path, "'");
+            path = *latest;
+        }
+        const io::TrainingState st =
+            io::load_checkpoint(path, trainer.model(), &trainer.optimizer(), &trainer.schedule());
+        trainer.set_steps_done(st.step);
+        truncate_metrics(metrics, st.step);
+        resumed = true;
+        say("resumed from " + path + " at step " + std::to_string(st.step));
+    }
+    CsvWriter csv(metrics,
+                  {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "eval_nll", "eval_token_acc", "eval_exact",
+                   "eval_ece"},
+                  resumed && std::filesystem::exists(metrics));
     RunSummary sum;
     while (trainer.steps_done() < c.steps) {
         const StepRecord r = trainer.step();
@@ -85,7 +131,9 @@ RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& o)
             sum.evals.push_back(std::move(e));
         }
         csv.commit();
+        if (o.save_every > 0 && r.step % o.save_every == 0 && r.step != c.steps) save();
     }
+    save();
     progress.finish();
     sum.seconds = progress.elapsed_seconds();
     write_run_report(o.out_dir, o.config_json, trainer, sum, o.plots);
@@ -101,7 +149,7 @@ void write_run_report(const std::string& dir, const std::string& config_json, Se
     const auto step = col("step");
     if (plots && gnuplot_available()) {
         plot_lines(dir + "/loss.png", {.title = "Loss", .xlabel = "step", .ylabel = "loss",
-                                       .series = {{"training loss (" + c.loss + ")", step, col("loss")},
+                                       .series = {{"training loss: " + token_loss_spec(c.loss, c.loss_args), step, col("loss")},
                                                   {"held-out NLL", step, col("eval_nll")}},
                                        .logy = true});
         plot_lines(dir + "/lr.png",
@@ -140,15 +188,21 @@ void write_run_report(const std::string& dir, const std::string& config_json, Se
     for (const auto& s : last.samples) rows.push_back({s.src, s.ref, s.greedy, s.beam});
     page.table({"source", "reference", "greedy", "beam"}, rows);
     page.heading("Evaluations");
-    std::vector<std::vector<std::string>> evals;
-    for (const auto& e : sum.evals)
-        evals.push_back({std::to_string(e.step), percent(e.exact), percent(e.token_acc), fixed(e.nll, 4), fixed(e.ece, 4)});
+    std::vector<std::vector<std::string>> evals;  // from metrics.csv: includes the steps before a resume
+    const auto exact = col("eval_exact"), acc = col("eval_token_acc"), nll = col("eval_nll"), ece = col("eval_ece");
+    for (std::size_t i = 0; i < step.size(); ++i)
+        if (!std::isnan(exact[i]))
+            evals.push_back({std::to_string(static_cast<std::int64_t>(step[i])), percent(exact[i]), percent(acc[i]),
+                             fixed(nll[i], 4), fixed(ece[i], 4)});
     page.table({"step", "exact match", "token accuracy", "NLL", "ECE"}, evals);
     page.heading("Configuration");
     page.preformatted(config_json);
     page.heading("Data");
     page.link(dir, "metrics.csv", "metrics.csv: every step's loss, lr, gradient norm; the evaluations");
     page.link(dir, "config.json", "config.json: the options of this run");
+    if (auto latest = io::latest_checkpoint(checkpoint_dir(dir)))
+        page.link(dir, "checkpoints/" + std::filesystem::path(*latest).filename().string(),
+                  "the last checkpoint (model, optimizer, schedule, RNG, step): resume with --resume " + dir);
     page.write(dir + "/index.html");
 }
 

@@ -289,3 +289,41 @@ TEST_CASE("run: metrics.csv has every step, index.html references only files tha
     CHECK(slurp(dir / "config.json") == "{\"task\": \"dates\"}\n");
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("run: resuming from a checkpoint gives the same losses as never stopping")
+{
+    auto straight = temp_dir("straight"), split = temp_dir("split");
+    Seq2SeqConfig c{.task = "reverse", .d_model = 16, .nhead = 2, .num_layers = 1, .dim_feedforward = 32,
+                    .steps = 6, .batch_size = 4, .warmup = 2, .eval_every = 3, .eval_size = 8, .show = 0};
+    {
+        Seq2SeqTrainer t(c);
+        run(t, {.out_dir = straight.string(), .plots = false, .quiet = true});
+    }
+    {
+        auto first = c;
+        first.steps = 4;  // stop early, as a killed run would after its checkpoint at step 4
+        Seq2SeqTrainer t(first);
+        run(t, {.out_dir = split.string(), .plots = false, .quiet = true, .save_every = 2});
+        CHECK(std::filesystem::exists(split / "checkpoints" / "ckpt-2.safetensors"));
+        CHECK(std::filesystem::exists(split / "checkpoints" / "ckpt-4.safetensors"));
+    }
+    {
+        manual_seed(12345);  // whatever the generator holds now, the checkpoint restores it
+        Seq2SeqTrainer t(c);
+        auto s = run(t, {.out_dir = split.string(), .plots = false, .quiet = true, .resume = split.string()});
+        CHECK(t.steps_done() == 6);
+        REQUIRE(s.evals.size() == 1);  // only step 6 ran an evaluation after the resume
+    }
+    const auto a = read_csv_column((straight / "metrics.csv").string(), "loss");
+    const auto b = read_csv_column((split / "metrics.csv").string(), "loss");
+    CHECK(read_csv_column((split / "metrics.csv").string(), "step") == std::vector<double>{1, 2, 3, 4, 5, 6});
+    REQUIRE(a.size() == 6);
+    CHECK(a == b);  // bit for bit (as printed with 9 significant digits: a float's every bit)
+    CHECK(a[0] != a[5]);
+    CHECK(message_of<IoError>([&] {
+              Seq2SeqTrainer t(c);
+              run(t, {.out_dir = straight.string(), .quiet = true, .resume = (split / "nothing").string()});
+          }).find("load") != std::string::npos);
+    std::filesystem::remove_all(straight);
+    std::filesystem::remove_all(split);
+}
