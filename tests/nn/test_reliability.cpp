@@ -28,6 +28,14 @@ auto at_threads(int n, F f)
     return f();
 }
 
+/// Token ids in [0, 50) from the targets in [0, 70).
+Tensor remainder_ids(const Tensor& t)
+{
+    std::vector<std::int64_t> ids;
+    for (double v : t.tolist()) ids.push_back(static_cast<std::int64_t>(v) % 50);
+    return from_vector(ids, t.shape());
+}
+
 std::vector<float> bits_of(const Value& v)
 {
     return std::vector<float>(v.data<float>(), v.data<float>() + v.numel());
@@ -66,6 +74,39 @@ TEST_CASE("layer_norm's weight and bias gradients are bit-identical at 1 and 2 t
     CHECK(one[0] == two[0]);
     CHECK(one[1] == two[1]);
     CHECK(one[2] == two[2]);
+}
+
+TEST_CASE("every reduction and GEMM gives the same bits at 1 and 2 threads, gradients included")
+{
+    // sizes above the parallel grain and not multiples of the SIMD width or the GEMM tiles
+    auto run = [] {
+        manual_seed(11);
+        Tensor x = randn({97, 41, 33}, {.requires_grad = true});
+        Tensor w = randn({33, 70}, {.requires_grad = true});
+        Tensor emb = randn({50, 33}, {.requires_grad = true});
+        std::vector<std::int64_t> ids(97 * 41);
+        for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i * 13 % 70);
+        Tensor target = from_vector(ids, {97 * 41});
+        Tape tape;
+        Tensor h = matmul(x + reshape(embedding(emb, remainder_ids(target)), {97, 41, 33}), w);  // [97, 41, 70]
+        std::vector<Tensor> parts{sum(h, {0}), mean(h, {1}), var(h, {0, 2}), softmax(h, 2), log_softmax(h, 1),
+                                  max(h, 0), layer_norm(h, {70})};
+        Tensor loss = cross_entropy(reshape(h, {-1, 70}), target, {.label_smoothing = 0.1});
+        for (const Tensor& p : parts) loss = loss + mean(p * p);
+        tape.backward(loss);
+        std::vector<double> out{loss.item(), optim::clip_grad_norm({x, w, emb}, 1.0)};
+        for (const Tensor& t : {x.grad(), w.grad(), emb.grad(), h})
+            for (double v : t.tolist()) out.push_back(v);
+        for (const Tensor& p : parts)
+            for (double v : p.tolist()) out.push_back(v);
+        return out;
+    };
+    std::vector<double> one = at_threads(1, run);
+    std::vector<double> two = at_threads(2, run);
+    REQUIRE(one.size() == two.size());
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < one.size(); ++i) differ += one[i] != two[i];
+    CHECK(differ == 0);
 }
 
 TEST_CASE("three Adam steps of a Transformer with dropout give bit-identical parameters at 1 and 2 threads")
