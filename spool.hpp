@@ -31,3 +31,4 @@
 #include "optim/schedule.hpp"
 #include "optim/clip.hpp"
 #include "io/safetensors.hpp"
+#include "io/checkpoint.hpp"

@@ -38,7 +38,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias)
     Value y = k::matmul(x2, w, false, true);
     if (bias.defined()) k::add_(y, bias.value());
     Shape ys = x.shape();
-    ys[ys.rank() - 1] = out;
+    ys.set(ys.rank() - 1, out, "linear");
     const bool has_bias = bias.defined();
     return record(
         OpKind::Linear, {x, weight, bias}, y.view(ys),
@@ -121,7 +121,7 @@ AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, 
         SPOOL_CHECK(m.dtype() == DType::b8 || m.dtype() == q.dtype(), TypeError, op,
                     ": attn_mask must be bool or the query's dtype; got ", dtype_name(m.dtype()));
         Shape full = q.shape();
-        full[r - 1] = S;  // [..., L, S]
+        full.set(r - 1, S, op);  // [..., L, S]
         Shape bs = broadcast_shapes(m.shape(), full, op);
         SPOOL_CHECK(bs == full, ShapeError, op, ": attn_mask ", to_string(m.shape()), " does not broadcast to ",
                     to_string(full));
@@ -140,8 +140,8 @@ AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, 
             if (mv.dtype() == DType::b8)  // true = may attend -> 0, false -> -inf
                 add = k::masked_fill(Value::full(mv.shape(), -INFINITY, q.dtype()), mv, 0.0);
             Shape fb = full;
-            fb[r - 2] = Lm;
-            fb[r - 1] = Sm;
+            fb.set(r - 2, Lm, op);
+            fb.set(r - 1, Sm, op);
             am.mask = k::broadcast_to(add, fb).view(Shape{B, Lm, Sm});
         }
     }
@@ -150,8 +150,8 @@ AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, 
     k::AttentionSaved saved;
     Value out = k::attention(q3, k3, v3, am, scale, o.dropout_p, &saved);
     Shape os = q.shape(), ws = q.shape();
-    os[r - 1] = Ev;
-    ws[r - 1] = S;
+    os.set(r - 1, Ev, op);
+    ws.set(r - 1, S, op);
     std::vector<Value> outs{out.view(os)};
     if (o.need_weights) outs.push_back((saved.dropped.defined() ? saved.dropped : saved.probs).view(ws));
     auto res = record_multi(

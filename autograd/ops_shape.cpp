@@ -20,24 +20,20 @@ using detail::check_defined;
 Tensor reshape(const Tensor& x, const std::vector<std::int64_t>& shape)
 {
     check_defined(x, "reshape");
-    Shape out;
+    std::vector<std::int64_t> dims = shape;
     int infer = -1;
-    std::int64_t known = 1;
-    for (std::size_t i = 0; i < shape.size(); ++i) {
-        if (shape[i] == -1) {
-            SPOOL_CHECK(infer < 0, ShapeError, "reshape: only one dimension can be inferred (-1)");
-            infer = static_cast<int>(i);
-            out.push_back(1);
-        } else {
-            SPOOL_CHECK(shape[i] >= 0, ShapeError, "reshape: invalid dimension ", shape[i]);
-            out.push_back(shape[i]);
-            known *= shape[i];
-        }
+    for (std::size_t i = 0; i < dims.size(); ++i) {
+        if (dims[i] != -1) continue;
+        SPOOL_CHECK(infer < 0, ShapeError, "reshape: only one dimension can be inferred (-1)");
+        infer = static_cast<int>(i);
+        dims[i] = 1;
     }
+    Shape out(dims, "reshape");  // rejects negative dims and element counts that overflow
     if (infer >= 0) {
-        SPOOL_CHECK(known > 0 && x.numel() % known == 0, ShapeError, "reshape: shape '", to_string(Shape(shape)),
-                    "' is invalid for input of size ", x.numel());
-        out[infer] = x.numel() / known;
+        const std::int64_t known = out.numel();
+        SPOOL_CHECK(known > 0 && x.numel() % known == 0, ShapeError, "reshape: shape ", to_string(out),
+                    " with dimension ", infer, " inferred (-1) is invalid for input of size ", x.numel());
+        out.set(infer, x.numel() / known, "reshape");
     }
     SPOOL_CHECK(out.numel() == x.numel(), ShapeError, "reshape: shape ", to_string(out), " is invalid for input ",
                 to_string(x.shape()), " of size ", x.numel());

@@ -1,5 +1,6 @@
 #include "autograd/tape.hpp"
 
+#include <algorithm>
 #include <atomic>
 
 #include "tensor/kernels.hpp"
@@ -7,7 +8,8 @@
 namespace spool {
 
 namespace {
-thread_local Tape* t_current = nullptr;
+thread_local Tape* t_current = nullptr;     // t_stack.back(), kept apart for the per-op check
+thread_local std::vector<Tape*> t_stack;    // the live tapes of this thread, oldest first
 thread_local int t_nograd = 0;
 std::atomic<std::uint64_t> g_next_tape_id{1};
 std::atomic<bool> g_anomaly{false};
@@ -28,6 +30,55 @@ void accumulate(Value& slot, Value g)
         kernels::add_(slot, g);
     else
         slot = kernels::add(slot, g);
+}
+
+bool live_on_this_thread(std::uint64_t tape_id)
+{
+    return std::any_of(t_stack.begin(), t_stack.end(), [&](const Tape* t) { return t->id() == tape_id; });
+}
+
+void check_saved_version(const Node& nd, const SavedVersion& sv)
+{
+    const std::shared_ptr<Storage> st = sv.storage.lock();
+    if (!st || st->version() == sv.version) return;
+    const std::string which = sv.input >= 0 ? detail::cat("an input saved for backward (input ", int{sv.input}, ", shape ",
+                                                          to_string(nd.inputs[sv.input].shape), ")")
+                                            : std::string("a tensor saved for backward (its output or an internal one)");
+    throw AutogradError(detail::cat("backward of ", op_name(nd.kind), ": ", which, " was modified in place (version ",
+                                    sv.version, " → ", st->version(),
+                                    ") after the op ran, e.g. by optimizer.step() or an element write; run backward "
+                                    "before changing it, or give the op a clone()"));
+}
+
+/// Add each leaf's staged gradient to its grad. Two phases, so that a failure (out of memory)
+/// cannot leave some leaves updated and others not: first everything that may throw, then
+/// only moves and in-place adds into buffers the leaf owns alone.
+void commit_staged(std::vector<std::shared_ptr<TensorImpl>>& staged)
+{
+    std::vector<char> replace(staged.size());
+    for (std::size_t i = 0; i < staged.size(); ++i) {
+        TensorImpl& l = *staged[i];
+        Value& g = l.staged_grad;
+        if (!l.grad.defined()) {
+            replace[i] = 1;
+            if (g.use_count() > 1) g = g.clone();  // a leaf's grad is the user's: never share its buffer
+        } else {
+            SPOOL_CHECK(l.grad.shape() == g.shape() && l.grad.dtype() == g.dtype(), AutogradError,
+                        "backward: a leaf's gradient is ", dtype_name(l.grad.dtype()), " ", to_string(l.grad.shape()),
+                        " but the new one is ", dtype_name(g.dtype()), " ", to_string(g.shape()),
+                        " (was its value replaced? call zero_grad())");
+        }
+        if (l.grad.defined() && l.grad.use_count() > 1) {  // cannot add in place into a shared buffer
+            replace[i] = 1;
+            g = kernels::add(l.grad, g);
+        }
+    }
+    for (std::size_t i = 0; i < staged.size(); ++i) {
+        TensorImpl& l = *staged[i];
+        if (replace[i]) l.grad = std::move(l.staged_grad);
+        else kernels::add_(l.grad, l.staged_grad);
+        l.staged_grad = Value();
+    }
 }
 }  // namespace
 
@@ -70,9 +121,20 @@ void Grads::add(int i, Value g)
 
 // ---- Tape ----------------------------------------------------------------------------------
 
-Tape::Tape() : id_(g_next_tape_id++), prev_(t_current) { t_current = this; }
+Tape::Tape() : id_(g_next_tape_id++)
+{
+    t_stack.push_back(this);
+    t_current = this;
+}
 
-Tape::~Tape() { t_current = prev_; }
+// Tapes may end out of order (heap-allocated ones): this one leaves the stack from wherever
+// it is, so current() never returns an ended tape and the nested ones keep recording.
+Tape::~Tape()
+{
+    auto it = std::find(t_stack.rbegin(), t_stack.rend(), this);
+    if (it != t_stack.rend()) t_stack.erase(std::next(it).base());
+    t_current = t_stack.empty() ? nullptr : t_stack.back();
+}
 
 Tape* Tape::current() { return t_current; }
 
@@ -121,19 +183,42 @@ void Tape::run_backward(const Tensor& root, Value seed)
     SPOOL_CHECK(root.requires_grad(), AutogradError,
                 "backward: the tensor does not require grad (no input of its ops requires grad, or it was computed "
                 "outside this tape)");
-    done_ = true;
     const TensorImpl& r = *root.impl();
-    if (r.tape_id != id_ || r.node < 0) {  // a leaf: its gradient is the seed
+    if (r.node >= 0 && r.tape_id != id_) {
+        SPOOL_CHECK(!live_on_this_thread(r.tape_id), AutogradError,
+                    "backward: this tensor was recorded on another live Tape (an enclosing or a nested one); call "
+                    "that tape's backward");
+        throw AutogradError(
+            "backward: the tape that recorded this tensor has ended, so no gradient can flow from it; keep the Tape "
+            "alive until backward has run");
+    }
+    done_ = true;
+    if (r.node < 0) {  // a leaf: its gradient is the seed
         accumulate(root.impl()->grad, std::move(seed));
         return;
     }
     nodes_[r.node].dout[r.output] = std::move(seed);
+    // Leaves' gradients are summed aside and added to grad only when the whole pass succeeded:
+    // a backward that throws (anomaly mode, a tensor changed in place) leaves every grad as it was.
+    std::vector<std::shared_ptr<TensorImpl>> staged;
+    try {
+        backprop(staged);
+        commit_staged(staged);
+    } catch (...) {
+        for (auto& l : staged) l->staged_grad = Value();
+        throw;
+    }
+}
+
+void Tape::backprop(std::vector<std::shared_ptr<TensorImpl>>& staged)
+{
     const bool anomaly = g_anomaly;
     for (std::int32_t i = static_cast<std::int32_t>(nodes_.size()) - 1; i >= 0; --i) {
         Node& nd = nodes_[i];
         bool any = false;
         for (const auto& d : nd.dout) any |= d.defined();
         if (any && nd.backward) {
+            for (int s = 0; s < nd.n_saved; ++s) check_saved_version(nd, nd.saved[s]);
             if (anomaly)
                 for (const auto& d : nd.dout)
                     if (d.defined()) check_finite(d, "incoming gradient", nd.kind);
@@ -144,15 +229,20 @@ void Tape::run_backward(const Tensor& root, Value seed)
                 if (!gj.defined()) continue;
                 if (anomaly) check_finite(gj, "gradient", nd.kind);
                 InputRef& in = nd.inputs[j];
-                if (in.leaf && !in.leaf->grad.defined() && gj.use_count() > 1)
-                    gj = gj.clone();  // a leaf's grad is the user's: never share its buffer with another
-                accumulate(in.leaf ? in.leaf->grad : nodes_[in.node].dout[in.output], std::move(gj));
+                if (in.leaf) {
+                    if (!in.leaf->staged_grad.defined()) staged.push_back(in.leaf);
+                    accumulate(in.leaf->staged_grad, std::move(gj));
+                } else {
+                    accumulate(nodes_[in.node].dout[in.output], std::move(gj));
+                }
             }
         }
         // free what this node held: closure captures, incoming gradients, leaf refs
         nd.backward = nullptr;
         nd.dout.clear();
         nd.inputs.clear();
+        for (int s = 0; s < nd.n_saved; ++s) nd.saved[s].storage.reset();
+        nd.n_saved = 0;
     }
 }
 
@@ -200,8 +290,17 @@ std::vector<Tensor> record_node(OpKind kind, const Tensor* inputs, std::size_t n
     }
     node.dout.resize(outs.size());
     node.backward = std::move(backward);
-    for (const auto& v : saved)
-        if (v.defined()) node.saved_bytes += v.nbytes();
+    SPOOL_CHECK(saved.size() <= Node::max_saved, AutogradError, op_name(kind), ": saves ", saved.size(),
+                " tensors for backward, more than Node::max_saved (", Node::max_saved, ")");
+    for (const auto& v : saved) {
+        if (!v.defined()) continue;
+        node.saved_bytes += v.nbytes();
+        SavedVersion& sv = node.saved[node.n_saved++];
+        sv.storage = v.storage();
+        sv.version = v.version();
+        for (std::size_t i = 0; i < n && sv.input < 0; ++i)
+            if (inputs[i].defined() && inputs[i].value().shares_storage(v)) sv.input = static_cast<std::int8_t>(i);
+    }
     std::int32_t id = tape.push(std::move(node));
     std::vector<Tensor> result;
     result.reserve(outs.size());

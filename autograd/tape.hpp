@@ -4,6 +4,7 @@
 // Gradients accumulate into leaves; a node's saved tensors are freed as soon as its
 // backward has run. Also: NoGrad, anomaly mode, and record() that ops use.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -45,12 +46,24 @@ struct InputRef {
     DType dtype = DType::f32;
 };
 
+/// A tensor an op saved for backward, and its storage's version at that moment: backward
+/// refuses to run the op's backward if the storage changed in place since. Weak, so that it
+/// neither keeps memory alive nor changes use_count() (gradient accumulation relies on it).
+struct SavedVersion {
+    std::weak_ptr<Storage> storage;
+    std::uint64_t version = 0;
+    std::int8_t input = -1;  ///< which input it is (-1: the output or an internal tensor)
+};
+
 struct Node {
+    static constexpr int max_saved = 6;
     OpKind kind;
     std::vector<InputRef> inputs;
     std::vector<Value> dout;  ///< gradient slot per output, filled during backward
     BackwardMulti backward;
     std::size_t saved_bytes = 0;
+    std::array<SavedVersion, max_saved> saved{};  ///< inline: no allocation per op
+    std::int8_t n_saved = 0;
 };
 
 struct TapeStats {
@@ -73,7 +86,8 @@ public:
     TapeStats stats() const;
     std::uint64_t id() const { return id_; }
 
-    /// The innermost live tape on this thread (nullptr if none).
+    /// The innermost live tape on this thread (nullptr if none). Tapes may end in any order:
+    /// an ended tape leaves the thread's stack wherever it is in it.
     static Tape* current();
 
     // used by record()
@@ -82,9 +96,9 @@ public:
 
 private:
     void run_backward(const Tensor& root, Value seed);
+    void backprop(std::vector<std::shared_ptr<TensorImpl>>& staged);
     std::vector<Node> nodes_;
     std::uint64_t id_;
-    Tape* prev_;
     bool done_ = false;
 };
 

@@ -17,34 +17,43 @@ Tensor::Tensor(Value v, bool requires_grad) : impl_(std::make_shared<TensorImpl>
     if (requires_grad) requires_grad_(true);
 }
 
+void Tensor::throw_undefined(const char* what)
+{
+    throw ValueError(detail::cat("Tensor: undefined tensor; ", what,
+                                 " needs a value (a default-constructed Tensor, or grad() before any backward)"));
+}
+
 std::int64_t Tensor::size(int d) const { return shape()[normalize_axis(d, dim(), "size")]; }
 
 Tensor& Tensor::requires_grad_(bool on)
 {
     SPOOL_CHECK(!on || is_floating(dtype()), TypeError,
                 "requires_grad: only float32 and float64 tensors can require gradients; got ", dtype_name(dtype()));
-    impl_->requires_grad = on;
+    get("requires_grad_()").requires_grad = on;
     return *this;
 }
 
 Tensor Tensor::grad() const
 {
-    if (!impl_->grad.defined()) return Tensor();
-    return Tensor(impl_->grad);
+    const Value& g = get("grad()").grad;
+    if (!g.defined()) return Tensor();
+    return Tensor(g);
 }
 
-void Tensor::zero_grad() { impl_->grad = Value(); }
+void Tensor::zero_grad() { get("zero_grad()").grad = Value(); }
 
-Tensor Tensor::detach() const { return Tensor(impl_->value); }
+Tensor Tensor::detach() const { return Tensor(get("detach()").value); }
 
 bool Tensor::is_leaf() const
 {
     Tape* t = Tape::current();
-    return !(t && impl_->node >= 0 && impl_->tape_id == t->id());
+    const TensorImpl& impl = get("is_leaf()");
+    return !(t && impl.node >= 0 && impl.tape_id == t->id());
 }
 
 double Tensor::item() const
 {
+    get("item()");
     SPOOL_CHECK(numel() == 1, ValueError, "item: a Tensor with ", numel(), " elements cannot be converted to a scalar; got shape ",
                 to_string(shape()));
     return value().at(0);
@@ -149,7 +158,10 @@ Tensor arange(double start, double end, double step, TensorOptions o)
     SPOOL_CHECK(step != 0, ValueError, "arange: step must be nonzero");
     SPOOL_CHECK((end - start) * step >= 0, ValueError, "arange: upper bound and larger bound inconsistent with step sign; got start ",
                 start, ", end ", end, ", step ", step);
-    auto n = static_cast<std::int64_t>(std::ceil((end - start) / step));
+    const double len = std::ceil((end - start) / step);
+    SPOOL_CHECK(std::isfinite(len) && len <= static_cast<double>(Shape::max_numel), ValueError, "arange: ", len,
+                " elements are too many for one tensor; got start ", start, ", end ", end, ", step ", step);
+    const auto n = static_cast<std::int64_t>(len);
     Value v = Value::empty(Shape{n}, o.dtype);
     for (std::int64_t i = 0; i < n; ++i) v.set(i, start + static_cast<double>(i) * step);
     return Tensor(std::move(v), o.requires_grad);

@@ -15,6 +15,7 @@ namespace spool {
 struct TensorImpl {
     Value value;
     Value grad;                   ///< leaves only: accumulated by backward until zero_grad
+    Value staged_grad;            ///< a running backward's sum for this leaf, added to grad when it succeeds
     bool requires_grad = false;
     std::uint64_t tape_id = 0;    ///< the tape whose node produced this tensor (0: a leaf)
     std::int32_t node = -1;       ///< index of that node on its tape
@@ -27,15 +28,16 @@ public:
     explicit Tensor(Value v, bool requires_grad = false);
 
     bool defined() const { return impl_ != nullptr; }
-    const Value& value() const { return impl_->value; }
-    Value& value() { return impl_->value; }
-    const Shape& shape() const { return impl_->value.shape(); }
+    // Every accessor below throws ValueError on an undefined tensor (never dereferences null).
+    const Value& value() const { return get("value()").value; }
+    Value& value() { return get("value()").value; }
+    const Shape& shape() const { return get("shape()").value.shape(); }
     std::int64_t size(int dim) const;
-    int dim() const { return impl_->value.rank(); }
-    std::int64_t numel() const { return impl_->value.numel(); }
-    DType dtype() const { return impl_->value.dtype(); }
+    int dim() const { return get("dim()").value.rank(); }
+    std::int64_t numel() const { return get("numel()").value.numel(); }
+    DType dtype() const { return get("dtype()").value.dtype(); }
 
-    bool requires_grad() const { return impl_->requires_grad; }
+    bool requires_grad() const { return get("requires_grad()").requires_grad; }
     /// Mark a leaf as a parameter whose gradient backward accumulates. Float dtypes only.
     Tensor& requires_grad_(bool on = true);
     /// The accumulated gradient of a leaf (an undefined Tensor before the first backward).
@@ -54,8 +56,14 @@ public:
     double at(std::initializer_list<std::int64_t> idx) const;
     /// All elements, flattened, as doubles.
     std::vector<double> tolist() const;
-    template <class T> T* data() { return impl_->value.data<T>(); }
-    template <class T> const T* data() const { return impl_->value.data<T>(); }
+    /// Writable elements: counts as an in-place change (bumps the version, see Value::version).
+    template <class T> T* data()
+    {
+        const Value& v = get("data()").value;
+        v.bump_version();
+        return v.data<T>();
+    }
+    template <class T> const T* data() const { return get("data()").value.data<T>(); }
 
     /// Shorthand for the current tape's backward from this tensor.
     void backward() const;
@@ -65,6 +73,13 @@ public:
     bool same(const Tensor& o) const { return impl_ == o.impl_; }
 
 private:
+    TensorImpl& get(const char* what) const
+    {
+        if (!impl_) [[unlikely]]
+            throw_undefined(what);
+        return *impl_;
+    }
+    [[noreturn]] static void throw_undefined(const char* what);
     std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -1,4 +1,4 @@
-// W3 of BENCHMARKS.md: greedy decoding with the standard Seq2SeqTransformer (d_model 256,
+// W3 of docs/benchmarks.md: greedy decoding with the standard Seq2SeqTransformer (d_model 256,
 // 4 heads, 2+2 layers, ffn 1024, vocab 1000), batch 32, source 64, 64 new tokens.
 // spool decodes through its KV cache; when built with libtorch (SPOOL_HAVE_TORCH), the
 // same model in LibTorch decodes the way nn.Transformer must — re-running the decoder on

@@ -1,4 +1,4 @@
-// W5 of BENCHMARKS.md: cross-entropy with label smoothing 0.1 on logits [2048, 32000]
+// W5 of docs/benchmarks.md: cross-entropy with label smoothing 0.1 on logits [2048, 32000]
 // float32, forward + backward, at 1 and 2 threads. When built with LibTorch
 // (SPOOL_HAVE_TORCH), F.cross_entropy(label_smoothing=0.1) forward + backward on the same
 // logits and targets runs interleaved in this process (spool, torch, spool, ...), and the

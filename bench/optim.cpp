@@ -1,4 +1,4 @@
-// W6 of BENCHMARKS.md: one optimizer step over 10 million float32 parameters (40 tensors
+// W6 of docs/benchmarks.md: one optimizer step over 10 million float32 parameters (40 tensors
 // of 250,000), Adam and AdamW, at 1 and 2 threads. An Adam step moves at least 28 bytes
 // per parameter (reads θ, g, m, v; writes θ, m, v), so it is memory-bound: each line
 // also carries a STREAM-like triad (a = b + s·c over 64 MiB arrays, bytes read + written)

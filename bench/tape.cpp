@@ -1,4 +1,4 @@
-// W4 of BENCHMARKS.md: per-op cost of the tape on tiny tensors. A chain of 10,000
+// W4 of docs/benchmarks.md: per-op cost of the tape on tiny tensors. A chain of 10,000
 // primitive ops on 16-element tensors — each step y = tanh(y * a + b) is 3 ops — run
 // without recording, with recording, and with recording + backward. When built with
 // libtorch (SPOOL_HAVE_TORCH), the same chain in LibTorch runs interleaved in this

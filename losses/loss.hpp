@@ -1,4 +1,4 @@
-// The Loss interface (DESIGN.md section 7) and one class per loss, each holding its options
+// The Loss interface (docs/losses.md) and one class per loss, each holding its options
 // (validated in the constructor, the bad value in the message) and calling the functional
 // form of losses/functional.hpp; FunctionLoss wraps a lambda. Build one by name from
 // losses/registry.hpp.

@@ -1,4 +1,4 @@
-// Losses by name (DESIGN.md section 7): make("cross_entropy", {.label_smoothing = 0.1}) or
+// Losses by name (docs/losses.md): make("cross_entropy", {.label_smoothing = 0.1}) or
 // parse("cross_entropy(label_smoothing=0.1)"), so a training program takes its loss from a
 // command line or a config file. Registering a loss of your own is one call.
 #pragma once

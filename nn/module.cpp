@@ -130,7 +130,7 @@ LoadResult Module::load_state_dict(const NamedTensors& state, bool strict)
     std::map<std::string, const Tensor*> given;
     for (const auto& [n, t] : state) given[n] = &t;
     LoadResult res;
-    std::vector<std::string> mismatched;
+    std::vector<std::string> mismatched, undefined;
     std::set<std::string> known;
     for (const auto& [n, t] : mine) {
         known.insert(n);
@@ -139,13 +139,17 @@ LoadResult Module::load_state_dict(const NamedTensors& state, bool strict)
             res.missing_keys.push_back(n);
             continue;
         }
+        if (!it->second->defined()) {
+            undefined.push_back(n);
+            continue;
+        }
         if (it->second->shape() != t.shape())
             mismatched.push_back(detail::cat("'", n, "': expected ", to_string(t.shape()), ", got ",
                                              to_string(it->second->shape())));
     }
     for (const auto& [n, t] : state)
         if (!known.count(n)) res.unexpected_keys.push_back(n);
-    bool bad = !mismatched.empty() || (strict && (!res.missing_keys.empty() || !res.unexpected_keys.empty()));
+    bool bad = !mismatched.empty() || !undefined.empty() || (strict && (!res.missing_keys.empty() || !res.unexpected_keys.empty()));
     if (bad) {
         std::string msg = type_name_ + ".load_state_dict: error(s) in loading the state dict";
         auto list = [&](const char* what, const std::vector<std::string>& keys) {
@@ -154,6 +158,7 @@ LoadResult Module::load_state_dict(const NamedTensors& state, bool strict)
             for (std::size_t i = 0; i < keys.size(); ++i) msg += (i ? ", " : "") + (what[0] == 's' ? keys[i] : "'" + keys[i] + "'");
         };
         list("size mismatch", mismatched);
+        list("undefined tensors", undefined);
         if (strict) {
             list("missing keys", res.missing_keys);
             list("unexpected keys", res.unexpected_keys);

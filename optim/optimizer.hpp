@@ -1,4 +1,4 @@
-// The Optimizer base (DESIGN.md section 8): parameter groups, step() with the optional
+// The Optimizer base (docs/optim.md): parameter groups, step() with the optional
 // non-finite-gradient guard, zero_grad(), learning-rate access for schedules, and the
 // state_dict frame (groups, guard counters) that each optimizer fills with its options
 // and per-parameter state. The update equations live in sgd.hpp / adam.hpp; the fused

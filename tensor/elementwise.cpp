@@ -153,6 +153,7 @@ void add_(Value& a, const Value& b)
     Shape out = broadcast_shapes(a.shape(), b.shape(), "add_");
     SPOOL_CHECK(out == a.shape(), ShapeError, "add_: cannot broadcast ", to_string(b.shape()), " into ",
                 to_string(a.shape()));
+    a.bump_version();
     dispatch_float(a.dtype(), "add_", [&]<class T>() {
         const Shape* ins[2] = {&a.shape(), &b.shape()};
         auto p = make_plan<2>(out, ins);
@@ -283,8 +284,18 @@ B pow_b(B x, double p)
         }
         return p < 0 ? B(1) / r : r;
     }
-    if (p == 0.5) return xsimd::sqrt(x);
-    return xsimd::pow(x, B(static_cast<T>(p)));
+    const B r = p == 0.5 ? xsimd::sqrt(x) : xsimd::pow(x, B(static_cast<T>(p)));
+    // xsimd::pow goes through log(x): right for finite x > 0 only. Zero, negative, NaN and
+    // infinite lanes (rare) take std::pow, whose IEEE rules PyTorch follows: pow(0, -0.5) is
+    // inf (so x^0.5's gradient at 0 is inf, not 0), pow(-1, 0.5) is NaN, pow(-0, 0.5) is +0.
+    constexpr T inf = std::numeric_limits<T>::infinity();
+    if (xsimd::all((x > B(0)) & (x < B(inf)))) return r;
+    alignas(64) T xs[B::size], rs[B::size];
+    x.store_aligned(xs);
+    r.store_aligned(rs);
+    for (std::size_t i = 0; i < B::size; ++i)
+        if (!(xs[i] > 0 && xs[i] < inf)) rs[i] = static_cast<T>(std::pow(xs[i], static_cast<T>(p)));
+    return B::load_aligned(rs);
 }
 }  // namespace
 

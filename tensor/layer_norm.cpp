@@ -82,15 +82,15 @@ Value layer_norm_backward(const Value& dy, const Value& x, std::int64_t D, const
         const T* rs = saved.rstd.data<T>();
         T* d = dx.data<T>();
         int nt = threads_for(N * D);
-        // per-thread partial sums of dweight / dbias, reduced after the loop
-        std::vector<T> part_w(dweight ? nt * D : 0, T(0)), part_b(dbias ? nt * D : 0, T(0));
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-            int t = nt > 1 ? omp_get_thread_num() : 0;
-            T* pw = dweight ? part_w.data() + t * D : nullptr;
-            T* pb = dbias ? part_b.data() + t * D : nullptr;
-#pragma omp for schedule(static)
-            for (std::int64_t n = 0; n < N; ++n) {
+        // dweight / dbias are summed over rows in fixed blocks (their number depends on N
+        // only), then the blocks are added in order: the same bits for every thread count
+        const std::int64_t nb = std::min<std::int64_t>(N, 64);
+        std::vector<T> part_w(dweight ? nb * D : 0, T(0)), part_b(dbias ? nb * D : 0, T(0));
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (std::int64_t blk = 0; blk < nb; ++blk) {
+            T* pw = dweight ? part_w.data() + blk * D : nullptr;
+            T* pb = dbias ? part_b.data() + blk * D : nullptr;
+            for (std::int64_t n = blk * N / nb; n < (blk + 1) * N / nb; ++n) {
                 const T* gr = g + n * D;
                 const T* xr = xs + n * D;
                 T* dr = d + n * D;
@@ -116,8 +116,8 @@ Value layer_norm_backward(const Value& dy, const Value& x, std::int64_t D, const
             if (!out) return;
             *out = Value::zeros(Shape{D}, x.dtype());
             T* o = out->data<T>();
-            for (int t = 0; t < nt; ++t)
-                for (std::int64_t i = 0; i < D; ++i) o[i] += part[t * D + i];
+            for (std::int64_t blk = 0; blk < nb; ++blk)
+                for (std::int64_t i = 0; i < D; ++i) o[i] += part[blk * D + i];
         };
         reduce(part_w, dweight);
         reduce(part_b, dbias);

@@ -64,7 +64,7 @@ Value slice(const Value& x, int axis, std::int64_t start, std::int64_t end, std:
     axis = normalize_axis(axis, x.rank(), "slice");
     std::int64_t len = end > start ? (end - start + step - 1) / step : 0;
     Shape out = x.shape();
-    out[axis] = len;
+    out.set(axis, len, "slice");
     Value y = Value::empty(out, x.dtype());
     auto b = blocks_of(x.shape(), axis, x.dtype());
     const char* src = static_cast<const char*>(x.raw());
@@ -96,7 +96,7 @@ Value concat(const std::vector<Value>& xs, int axis)
     const Shape& s0 = xs[0].shape();
     axis = normalize_axis(axis, s0.rank(), "concat");
     Shape out = s0;
-    out[axis] = 0;
+    out.set(axis, 0, "concat");
     for (const auto& x : xs) {
         SPOOL_CHECK(x.dtype() == xs[0].dtype(), TypeError, "concat: dtypes must match; got ", dtype_name(xs[0].dtype()),
                     " and ", dtype_name(x.dtype()));
@@ -104,7 +104,11 @@ Value concat(const std::vector<Value>& xs, int axis)
         for (int i = 0; ok && i < s0.rank(); ++i) ok = i == axis || x.shape()[i] == s0[i];
         SPOOL_CHECK(ok, ShapeError, "concat: shapes must match except in dimension ", axis, "; got ", to_string(s0),
                     " and ", to_string(x.shape()));
-        out[axis] += x.shape()[axis];
+        std::int64_t len = 0;
+        SPOOL_CHECK(!__builtin_add_overflow(out[axis], x.shape()[axis], &len), ShapeError,
+                    "concat: the result would have more than ", Shape::max_numel, " elements in dimension ", axis,
+                    "; got ", xs.size(), " tensors of shape ", to_string(s0), " and similar");
+        out.set(axis, len, "concat");
     }
     Value y = Value::empty(out, xs[0].dtype());
     auto bo = blocks_of(out, axis, y.dtype());

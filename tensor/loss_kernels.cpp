@@ -348,6 +348,7 @@ CrossEntropyRows cross_entropy_forward(const Value& logits, const Value& target,
 void scale_rows_(Value& x, const Value& g)
 {
     const std::int64_t N = x.shape()[0], C = x.numel() / std::max<std::int64_t>(N, 1);
+    x.bump_version();
     dispatch_float(x.dtype(), "cross_entropy_backward", [&]<class T>() {
         T* p = x.data<T>();
         if (g.numel() == 1) {

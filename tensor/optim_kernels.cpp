@@ -309,6 +309,7 @@ void map_inplace(std::span<Value* const> xs, const char* op, F f)
         live.push_back(x);
         sizes.push_back(x->numel());
     }
+    for (Value* x : live) x->bump_version();
     static constexpr bool writes[5] = {true, false, false, false, false};
     for_slices(sizes, slice_align, [&](std::size_t k, std::int64_t b, std::int64_t e) {
         dispatch_float(live[k]->dtype(), op, [&]<class T>() {
@@ -335,6 +336,7 @@ void sgd_step(std::span<const SgdSlot> slots)
         if (s.momentum_buffer) check_like(*s.param, s.momentum_buffer, "sgd_step", "momentum buffer");
         sizes.push_back(s.param->numel());
     }
+    for (const SgdSlot& s : slots) s.param->bump_version();  // backward then sees the step (version counter)
     static constexpr bool writes[5] = {true, false, true, false, false};
     for_slices(sizes, slice_align, [&](std::size_t k, std::int64_t b, std::int64_t e) {
         const SgdSlot& s = slots[k];
@@ -362,6 +364,7 @@ void adam_step(std::span<const AdamSlot> slots)
         sizes.push_back(s.param->numel());
         scalars.push_back(adam_scalars(s));
     }
+    for (const AdamSlot& s : slots) s.param->bump_version();  // backward then sees the step (version counter)
     for_slices(sizes, slice_align, [&](std::size_t k, std::int64_t b, std::int64_t e) {
         const AdamSlot& s = slots[k];
         dispatch_float(s.param->dtype(), "adam_step", [&]<class T>() {

@@ -50,7 +50,7 @@ void col_sum(const T* x, T* out, std::int64_t n, std::int64_t inner)
 Shape keep(const Shape& s, int axis)
 {
     Shape o = s;
-    o[axis] = 1;
+    o.set(axis, 1);
     return o;
 }
 

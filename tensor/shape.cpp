@@ -1,5 +1,6 @@
 #include "tensor/shape.hpp"
 
+#include <algorithm>
 #include <ostream>
 
 #include "tensor/dtype.hpp"
@@ -29,28 +30,57 @@ std::size_t itemsize(DType dt)
     return 0;
 }
 
-Shape::Shape(std::initializer_list<std::int64_t> dims)
-{
-    for (auto d : dims) push_back(d);
-}
+Shape::Shape(std::initializer_list<std::int64_t> dims) { assign(dims.begin(), dims.end(), "Shape"); }
 
-Shape::Shape(const std::vector<std::int64_t>& dims)
+Shape::Shape(const std::vector<std::int64_t>& dims, const char* op) { assign(dims.data(), dims.data() + dims.size(), op); }
+
+namespace {
+std::string dims_string(const std::int64_t* b, const std::int64_t* e)
 {
-    for (auto d : dims) push_back(d);
+    std::string out = "(";
+    for (const std::int64_t* p = b; p != e; ++p) out += (p == b ? "" : ", ") + std::to_string(*p);
+    return out + (e - b == 1 ? ",)" : ")");
+}
+}  // namespace
+
+// The one place a shape's size is validated: checked multiplication, so a shape whose
+// element count overflows (or cannot be held in memory at any dtype) never exists.
+void Shape::assign(const std::int64_t* b, const std::int64_t* e, const char* op)
+{
+    SPOOL_CHECK(e - b <= max_rank, ShapeError, op, ": at most ", max_rank, " dimensions are supported; got shape ",
+                dims_string(b, e));
+    std::int64_t n = 1;  // product of the nonzero dims: what a reduction of a zero-size tensor can produce
+    for (const std::int64_t* p = b; p != e; ++p) {
+        SPOOL_CHECK(*p >= 0, ShapeError, op, ": dimensions must be >= 0; got shape ", dims_string(b, e));
+        SPOOL_CHECK(*p == 0 || (!__builtin_mul_overflow(n, *p, &n) && n <= max_numel), ShapeError, op,
+                    ": a tensor of shape ", dims_string(b, e), " would have more than ", max_numel,
+                    " elements (the most whose size in bytes fits in ptrdiff_t)");
+    }
+    rank_ = static_cast<int>(e - b);
+    std::copy(b, e, dims_.begin());
 }
 
 void Shape::push_back(std::int64_t d)
 {
-    SPOOL_CHECK(rank_ < max_rank, ShapeError, "Shape: at most ", max_rank, " dimensions are supported");
-    SPOOL_CHECK(d >= 0, ShapeError, "Shape: dimensions must be >= 0; got ", d);
-    dims_[rank_++] = d;
+    std::array<std::int64_t, max_rank + 1> dims{};
+    std::copy(begin(), end(), dims.begin());
+    dims[rank_] = d;
+    assign(dims.data(), dims.data() + rank_ + 1, "Shape");
+}
+
+void Shape::set(int i, std::int64_t d, const char* op)
+{
+    SPOOL_ASSERT(i >= 0 && i < rank_);
+    std::array<std::int64_t, max_rank> dims = dims_;
+    dims[i] = d;
+    assign(dims.data(), dims.data() + rank_, op);
 }
 
 std::int64_t Shape::numel() const { return prod(0, rank_); }
 
 std::int64_t Shape::prod(int from, int to) const
 {
-    std::int64_t n = 1;
+    std::int64_t n = 1;  // cannot overflow: see the class invariant
     for (int i = from; i < to; ++i) n *= dims_[i];
     return n;
 }
@@ -74,16 +104,7 @@ bool operator==(const Shape& a, const Shape& b)
     return true;
 }
 
-std::string to_string(const Shape& s)
-{
-    std::string out = "(";
-    for (int i = 0; i < s.rank(); ++i) {
-        if (i) out += ", ";
-        out += std::to_string(s[i]);
-    }
-    if (s.rank() == 1) out += ",";
-    return out + ")";
-}
+std::string to_string(const Shape& s) { return dims_string(s.begin(), s.end()); }
 
 std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << to_string(s); }
 
@@ -106,7 +127,7 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op)
                     to_string(a), " and ", to_string(b));
         out[i] = da == 1 ? db : da;
     }
-    return Shape(out);
+    return Shape(out, op);
 }
 
 }  // namespace spool

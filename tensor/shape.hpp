@@ -2,6 +2,7 @@
 // the helpers every op needs: numel, axis normalisation, broadcasting, printing.
 #pragma once
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <iosfwd>
@@ -10,17 +11,25 @@
 
 namespace spool {
 
+/// Every Shape satisfies: rank <= max_rank, dims >= 0, and the product of its nonzero dims
+/// is at most max_numel. So numel(), prod() and strides() of a Shape, and of any shape made
+/// by dropping or shrinking its dims (a reduction of a zero-size tensor), cannot overflow,
+/// and numel * itemsize fits in ptrdiff_t for every dtype. Construction and set() enforce it.
 class Shape {
 public:
     static constexpr int max_rank = 8;
+    /// Most elements a tensor may have: its byte size must fit in ptrdiff_t at 8 bytes each.
+    static constexpr std::int64_t max_numel = PTRDIFF_MAX / 8;
 
     Shape() = default;
     Shape(std::initializer_list<std::int64_t> dims);
-    explicit Shape(const std::vector<std::int64_t>& dims);
+    /// op names the caller in the error message when dims are invalid.
+    explicit Shape(const std::vector<std::int64_t>& dims, const char* op = "Shape");
 
     int rank() const { return rank_; }
     std::int64_t operator[](int i) const { return dims_[i]; }
-    std::int64_t& operator[](int i) { return dims_[i]; }
+    /// Replace dim i (checked like construction).
+    void set(int i, std::int64_t d, const char* op = "Shape");
     std::int64_t numel() const;
     void push_back(std::int64_t d);
     const std::int64_t* begin() const { return dims_.data(); }
@@ -36,6 +45,7 @@ public:
     friend bool operator!=(const Shape& a, const Shape& b) { return !(a == b); }
 
 private:
+    void assign(const std::int64_t* b, const std::int64_t* e, const char* op);
     std::array<std::int64_t, max_rank> dims_{};
     int rank_ = 0;
 };

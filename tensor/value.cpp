@@ -40,8 +40,8 @@ int bucket_of(std::size_t bytes)
 
 Storage::Storage(std::size_t bytes) : bytes_(bytes)
 {
+    SPOOL_CHECK(bytes <= max_bytes, ValueError, "Storage: allocation of ", bytes, " bytes is too large");
     int b = bucket_of(bytes == 0 ? 1 : bytes);
-    SPOOL_CHECK(b < n_buckets, ValueError, "Storage: allocation of ", bytes, " bytes is too large");
     std::size_t cap = std::size_t{1} << b;
     Cache& c = cache();
     {
@@ -100,10 +100,15 @@ void empty_cache()
 
 Value Value::empty(const Shape& shape, DType dt)
 {
+    // cannot overflow: a Shape holds at most Shape::max_numel elements, 8 bytes each at most
+    const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * itemsize(dt);
+    SPOOL_CHECK(bytes <= Storage::max_bytes, ValueError, "allocate: a ", dtype_name(dt), " tensor of shape ",
+                to_string(shape), " needs ", bytes, " bytes, more than the largest allocation (", Storage::max_bytes,
+                " bytes)");
     Value v;
     v.shape_ = shape;
     v.dtype_ = dt;
-    v.storage_ = std::make_shared<Storage>(static_cast<std::size_t>(shape.numel()) * itemsize(dt));
+    v.storage_ = std::make_shared<Storage>(bytes);
     return v;
 }
 
@@ -138,7 +143,7 @@ Value Value::view(const Shape& shape) const
 Value Value::narrow0(std::int64_t begin, std::int64_t end) const
 {
     Value v = *this;
-    v.shape_[0] = end - begin;
+    v.shape_.set(0, end - begin);
     v.offset_ += begin * shape_.prod(1, shape_.rank());
     return v;
 }
@@ -163,6 +168,7 @@ double Value::at(std::int64_t i) const
 
 void Value::set(std::int64_t i, double x)
 {
+    storage_->bump_version();
     switch (dtype_) {
     case DType::f32: data<float>()[i] = static_cast<float>(x); break;
     case DType::f64: data<double>()[i] = x; break;

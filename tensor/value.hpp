@@ -15,16 +15,23 @@ namespace spool {
 /// An aligned buffer returned to the allocator's cache on destruction.
 class Storage {
 public:
+    /// Largest buffer the allocator hands out (2^47 bytes, the x86-64 user address space).
+    static constexpr std::size_t max_bytes = std::size_t{1} << 47;
     explicit Storage(std::size_t bytes);
     ~Storage();
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;
     void* data() const { return data_; }
     std::size_t bytes() const { return bytes_; }
+    /// Bumped by every in-place change of the buffer; backward compares it with the version
+    /// an op saw when it saved the tensor (PyTorch's version counter).
+    std::uint64_t version() const { return version_; }
+    void bump_version() { ++version_; }
 
 private:
     void* data_;
     std::size_t bytes_;
+    std::uint64_t version_ = 0;
 };
 
 /// Allocator statistics (bytes held by live storages and by the cache).
@@ -66,9 +73,20 @@ public:
     Value clone() const;
     /// Element i (flat) as double, for printing and tests.
     double at(std::int64_t i) const;
+    /// Write element i (an in-place change: bumps the version).
     void set(std::int64_t i, double v);
     bool shares_storage(const Value& o) const { return storage_ == o.storage_; }
     long use_count() const { return storage_.use_count(); }
+    const std::shared_ptr<Storage>& storage() const { return storage_; }
+    /// The storage's version (0 for an undefined Value); views share it.
+    std::uint64_t version() const { return storage_ ? storage_->version() : 0; }
+    /// Record an in-place change. Every API that writes an existing buffer calls it (set,
+    /// add_, the optimizer updates, gradient clipping, Tensor::data()); kernels writing a
+    /// fresh output do not need to.
+    void bump_version() const
+    {
+        if (storage_) storage_->bump_version();
+    }
 
 private:
     std::shared_ptr<Storage> storage_;

@@ -1,5 +1,5 @@
-// Helpers for tests that assert error message text (STYLE.md: tests assert the messages of
-// the common mistakes). Shared by the test executables; no doctest dependency.
+// Helpers for tests that assert error message text (the suites assert the messages of the
+// common mistakes). Shared by the test executables; no doctest dependency.
 #pragma once
 #include <string>
 

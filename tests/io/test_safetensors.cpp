@@ -20,6 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/alloc_counter.hpp"
+#include "io/temp_dir.hpp"
 #include "messages.hpp"
 #include "spool.hpp"
 
@@ -27,6 +29,9 @@ using namespace spool;
 using namespace spool::io;
 using nlohmann::json;
 using spool::test::message_of;
+using spool::test::read_file;
+using spool::test::TempDir;
+using spool::test::write_file;
 
 namespace {
 
@@ -87,26 +92,6 @@ NamedTensors sample_tensors()
         {"empty.bool", zeros({3, 0, 2}, {.dtype = bool_})},
         {"x.f32", from_vector(std::vector<float>{-0.0f, INFINITY, -INFINITY, 1e-45f}, {4})},
     };
-}
-
-/// A fresh directory for this process's files, removed at exit.
-struct TempDir {
-    std::filesystem::path path;
-    TempDir()
-    {
-        path = std::filesystem::temp_directory_path() / ("spool_test_io_" + std::to_string(::getpid()));
-        std::filesystem::create_directories(path);
-    }
-    ~TempDir() { std::filesystem::remove_all(path); }
-    std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string read_file(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream os;
-    os << in.rdbuf();
-    return os.str();
 }
 
 }  // namespace
@@ -189,11 +174,11 @@ TEST_CASE("file errors name the path")
     CHECK(message_of<IoError>([&] { (void)load_safetensors(missing); }) ==
           "safetensors: " + missing + ": cannot open for reading: No such file or directory");
     CHECK(message_of<IoError>([&] { (void)load_safetensors(dir.path.string()); }) ==
-          "safetensors: " + dir.path.string() + ": not a regular file");
+          "safetensors: " + dir.path.string() + ": not a regular file (a directory)");
 
     const std::string nodir = dir / "no/such/dir/model.safetensors";
     CHECK(message_of<IoError>([&] { save_safetensors(nodir, {{"w", ones({2})}}); }) ==
-          "safetensors: cannot open '" + nodir + ".tmp' for writing: No such file or directory");
+          "safetensors: cannot save '" + nodir + "': cannot create a temporary file beside it: No such file or directory");
 
     // a truncated file on disk: the error names the file and the tensor ranges it checked
     const std::string path = dir / "cut.safetensors";
@@ -352,16 +337,22 @@ TEST_CASE("hostile: entries")
     }
     CHECK(parse_error(entry("\"F32\"", "[1, 1, 1, 1, 1, 1, 1, 1, 2]", "[0, 8]"), eight) ==
           "tensor 'w' shape [1,1,1,1,1,1,1,1,2] has 9 dimensions; spool supports at most 8");
-    // the product of the non-zero dims must fit, zero-size tensors included
+    // the product of the non-zero dims must be a size spool can hold (bytes fit in ptrdiff_t),
+    // zero-size tensors included: reducing (0, 2^62, 4) over dim 0 would give (2^62, 4)
     for (const char* shape : {"[4294967296, 4294967296]", "[4294967296, 4294967296, 0]", "[0, 4611686018427387904, 4]",
-                              "[18446744073709551615]"}) {
+                              "[0, 2305843009213693952, 2]", "[18446744073709551615]", "[4611686018427387904]",
+                              "[1152921504606846976]"}) {
         CAPTURE(shape);
-        CHECK(parse_error(entry("\"F32\"", shape, "[0, 8]"), eight) ==
-              "tensor 'w' shape " + json::parse(shape).dump() + " has more elements than fit in 64 bits");
+        CHECK(parse_error(entry("\"F64\"", shape, "[0, 8]"), eight) ==
+              "tensor 'w' shape " + json::parse(shape).dump() +
+                  " has more elements than spool allows (1152921504606846975, so that its size in bytes fits in ptrdiff_t)");
     }
-    // a shape that fits in 64 bits but not in the buffer: refused before any allocation
-    CHECK(parse_error(entry("\"F64\"", "[4611686018427387904]", "[0, 8]"), eight) ==
-          "tensor 'w' data_offsets [0, 8] do not match shape (4611686018427387904,) float64 (more than 2^64 bytes)");
+    // the largest shape spool allows, but not in the buffer: refused before any allocation
+    CHECK(parse_error(entry("\"F64\"", "[1152921504606846975]", "[0, 8]"), eight) ==
+          "tensor 'w' data_offsets [0, 8] do not match shape (1152921504606846975,) float64 (9223372036854775800 bytes)");
+    const SafetensorsFile zero_size = from_safetensors_bytes(
+        file_bytes(entry("\"F64\"", "[0, 1152921504606846975]", "[0, 0]")));
+    CHECK(zero_size.tensors.at(0).second.shape() == Shape{0, 1152921504606846975});
 
     for (const char* bad : {"[0]", "[0, 8, 16]", "[-1, 8]", "[0, 8.0]", "{\"begin\": 0}", "null", "[\"0\", 8]"}) {
         CAPTURE(bad);

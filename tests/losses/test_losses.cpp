@@ -39,7 +39,7 @@ void check_all_close(const std::vector<double>& a, const std::vector<double>& b,
 
 // ---- registry ------------------------------------------------------------------------------
 
-TEST_CASE("registry: make by name with PyTorch-named options, as DESIGN.md shows")
+TEST_CASE("registry: make by name with PyTorch-named options, as docs/losses.md shows")
 {
     manual_seed(21);
     const Tensor z = randn({4, 6});
