@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
@@ -65,6 +66,17 @@ Batch training_batch(const Task& task, std::uint64_t seed, std::int64_t step, st
                       task.vocab());
 }
 
+// The batch of step k from a fixed training set: batch_size pairs drawn with replacement.
+Batch pool_batch(const std::vector<Example>& pool, const CharVocab& vocab, std::uint64_t seed, std::int64_t step,
+                 std::int64_t batch_size)
+{
+    std::mt19937_64 rng(mix(seed * 0x100000001b3ULL + static_cast<std::uint64_t>(step)));
+    std::uniform_int_distribution<std::size_t> pick(0, pool.size() - 1);
+    std::vector<Example> part;
+    for (std::int64_t i = 0; i < batch_size; ++i) part.push_back(pool[pick(rng)]);
+    return make_batch(part, vocab);
+}
+
 struct Seq2SeqTrainer::State {
     std::shared_ptr<nn::Seq2SeqTransformer> model;
     std::unique_ptr<optim::Adam> opt;
@@ -73,6 +85,7 @@ struct Seq2SeqTrainer::State {
     bool log_probs = false;  // nll_loss wants log-probabilities
     std::unique_ptr<losses::AttentionAlignmentLoss> align;
     std::vector<Tensor> params;
+    std::vector<Example> pool;  // the fixed training set (config.train_size > 0)
 };
 
 Seq2SeqTrainer::Seq2SeqTrainer(Seq2SeqConfig c) : config_(std::move(c)), task_(make_task(config_.task)), s_(new State)
@@ -115,6 +128,7 @@ Seq2SeqTrainer::Seq2SeqTrainer(Seq2SeqConfig c) : config_(std::move(c)), task_(m
     if (C.align_weight > 0) s_->align = std::make_unique<losses::AttentionAlignmentLoss>();
     // held-out pairs: a fixed set from the reserved part of the task's space
     heldout_ = sample_set(*task_, C.eval_size, mix(C.seed ^ 0x5eed5eedULL), Split::heldout);
+    if (C.train_size > 0) s_->pool = sample_set(*task_, C.train_size, mix(C.seed ^ 0x7a1175e7ULL), Split::train);
 }
 
 Seq2SeqTrainer::~Seq2SeqTrainer() = default;
@@ -130,7 +144,8 @@ StepRecord Seq2SeqTrainer::step()
     r.step = ++step_;
     r.epoch = epoch();
     r.lr = s_->opt->lr(0);
-    Batch b = training_batch(*task_, config_.seed, step_, config_.batch_size);
+    Batch b = s_->pool.empty() ? training_batch(*task_, config_.seed, step_, config_.batch_size)
+                               : pool_batch(s_->pool, task_->vocab(), config_.seed, step_, config_.batch_size);
     r.tokens = b.tokens;
     const std::int64_t N = b.tgt_out.size(0), T = b.tgt_out.size(1);
     auto& model = *s_->model;
