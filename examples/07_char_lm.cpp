@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -101,7 +102,12 @@ double bits_per_char(const nn::TransformerLM& model, const std::vector<std::int6
     std::vector<std::int64_t> starts;
     for (std::int64_t s = 0; s + T + 1 <= n; s += T / 2) starts.push_back(s);
     if (starts.back() + T + 1 < n) starts.push_back(n - T - 1);  // a last window ending at the text's end
-    if (max_windows > 0 && static_cast<std::int64_t>(starts.size()) > max_windows) starts.resize(max_windows);
+    if (max_windows > 0 && static_cast<std::int64_t>(starts.size()) > max_windows) {
+        // a probe: max_windows windows spread evenly over the text (each scores all its targets)
+        std::vector<std::int64_t> spread;
+        for (std::int64_t k = 0; k < max_windows; ++k) spread.push_back(starts[k * starts.size() / max_windows]);
+        starts = spread;
+    }
 
     double nats = 0;
     std::int64_t counted = 0, scored_upto = 0;  // targets at positions <= scored_upto are done
@@ -138,6 +144,18 @@ double unigram_bits(const Corpus& c, const std::vector<std::int64_t>& ids)
     double bits = 0;
     for (auto i : ids) bits -= std::log2(count[static_cast<std::size_t>(i)] / total);
     return bits / static_cast<double>(ids.size());
+}
+
+/// The share of the letters in ids that are capitals.
+double capital_share(const Corpus& c, const std::vector<std::int64_t>& ids)
+{
+    double upper = 0, letters = 0;
+    for (auto i : ids) {
+        const auto ch = static_cast<unsigned char>(c.chars[static_cast<std::size_t>(i)]);
+        upper += std::isupper(ch) != 0;
+        letters += std::isalpha(ch) != 0;
+    }
+    return letters > 0 ? upper / letters : 0;
 }
 
 // ---- sampling ---------------------------------------------------------------------------
@@ -211,9 +229,9 @@ std::string printable(const std::string& s)
 int main(int argc, char** argv)
 {
     std::string text = "/usr/share/common-licenses/GPL-3", out = "runs/07_char_lm", prompt = "You may ";
-    std::int64_t T = 128, N = 16, d_model = 128, heads = 4, layers = 2, ff = 512, steps = 600, warmup = 50;
-    std::int64_t eval_every = 100, sample_chars = 300, top_k = 10;
-    double lr = 3e-3, dropout = 0.1, weight_decay = 0.1, clip = 1.0;
+    std::int64_t T = 128, N = 16, d_model = 128, heads = 4, layers = 2, ff = 512, steps = 1000, warmup = 50;
+    std::int64_t eval_every = 50, sample_chars = 300, top_k = 10;
+    double lr = 6e-3, dropout = 0.1, weight_decay = 0.1, clip = 1.0;
     std::vector<double> temperatures = {0.5, 0.8, 1.0};
     std::uint64_t seed = 0;
     int threads = 0;
@@ -270,6 +288,7 @@ int main(int argc, char** argv)
         optim::WarmupLR schedule(opt, {.warmup_steps = warmup, .total_steps = steps, .decay = optim::Decay::cosine,
                                        .min_lr_ratio = 0.1});
         const auto params = model.parameters();
+        const double unigram = unigram_bits(c, c.heldout);
         std::printf("spool 07_char_lm: %s, %zu characters (%zu train, %zu held out), %lld distinct\n"
                     "TransformerLM: %lld layers, d_model %lld, %lld heads, context %lld, %lld parameters; "
                     "%lld steps of %lld windows; %d threads\n"
@@ -278,14 +297,40 @@ int main(int argc, char** argv)
                     static_cast<long long>(V), static_cast<long long>(layers), static_cast<long long>(d_model),
                     static_cast<long long>(heads), static_cast<long long>(T),
                     static_cast<long long>(model.num_parameters()), static_cast<long long>(steps),
-                    static_cast<long long>(N), get_num_threads(), std::log2(static_cast<double>(V)),
-                    unigram_bits(c, c.heldout));
+                    static_cast<long long>(N), get_num_threads(), std::log2(static_cast<double>(V)), unigram);
+        std::printf("capitals among the letters: %.1f%% of the training text, %.1f%% of the held-out text\n\n",
+                    100 * capital_share(c, c.train), 100 * capital_share(c, c.heldout));
 
         // ---- training -----------------------------------------------------------------------
         std::mt19937_64 rng(seed);
         train::CsvWriter csv(out + "/metrics.csv", {"step", "loss_bits", "lr", "train_bits", "heldout_bits"});
         train::Progress progress({.total_steps = steps, .live = train::stdout_is_terminal()});
         const std::int64_t train_probe = std::max<std::int64_t>(1, static_cast<std::int64_t>(c.heldout.size()) / (T / 2));
+        auto evaluate = [&](std::int64_t step) {
+            model.eval();
+            // train: as many windows as the held-out text has, so the two cost the same
+            const double tr = bits_per_char(model, c.train, T, train_probe);
+            const double ho = bits_per_char(model, c.heldout, T);
+            csv.set("train_bits", tr);
+            csv.set("heldout_bits", ho);
+            char line[160];
+            std::snprintf(line, sizeof line, "step %5lld  train %.3f bits/char  held-out %.3f bits/char",
+                          static_cast<long long>(step), tr, ho);
+            progress.message(line);
+        };
+        {
+            // the untrained model: how often is its most likely next character the current one?
+            auto [x0, y0] = random_batch(c.train, N, T, rng);
+            model.eval();
+            const auto pred = argmax(model(x0), -1).tolist(), now = x0.tolist();
+            double same = 0;
+            for (std::size_t i = 0; i < pred.size(); ++i) same += pred[i] == now[i];
+            std::printf("untrained: the most likely next character is the current one at %.1f%% of positions\n",
+                        100 * same / static_cast<double>(pred.size()));
+        }
+        csv.set("step", 0);
+        evaluate(0);
+        csv.commit();
         for (std::int64_t step = 1; step <= steps; ++step) {
             auto [x, y] = random_batch(c.train, N, T, rng);
             const double lr_now = opt.lr(0);
@@ -307,18 +352,7 @@ int main(int argc, char** argv)
             csv.set("step", static_cast<double>(step));
             csv.set("loss_bits", loss_value / ln2);
             csv.set("lr", lr_now);
-            if (step % eval_every == 0 || step == steps) {
-                model.eval();
-                // train: as many windows as the held-out text has, so the two cost the same
-                const double tr = bits_per_char(model, c.train, T, train_probe);
-                const double ho = bits_per_char(model, c.heldout, T);
-                csv.set("train_bits", tr);
-                csv.set("heldout_bits", ho);
-                char line[160];
-                std::snprintf(line, sizeof line, "step %5lld  train %.3f bits/char  held-out %.3f bits/char",
-                              static_cast<long long>(step), tr, ho);
-                progress.message(line);
-            }
+            if (step % eval_every == 0 || step == steps) evaluate(step);
             csv.commit();
         }
         progress.finish();
@@ -366,7 +400,9 @@ int main(int argc, char** argv)
             train::plot_lines(out + "/loss.png",
                               {.title = "Character-level LM on " + fs::path(text).filename().string(),
                                .xlabel = "step", .ylabel = "bits per character",
-                               .series = {{"training batches (dropout on)", x, col("loss_bits")}, tr, ho}});
+                               .series = {{"training batches (dropout on)", x, col("loss_bits")}, tr, ho,
+                                          {"character frequencies, held-out", {0, x.back()}, {unigram, unigram}}},
+                               .logy = true});
             std::printf("\nplot: %s/loss.png\n", out.c_str());
         }
     } catch (const std::exception& e) {
