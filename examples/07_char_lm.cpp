@@ -401,8 +401,7 @@ int main(int argc, char** argv)
                               {.title = "Character-level LM on " + fs::path(text).filename().string(),
                                .xlabel = "step", .ylabel = "bits per character",
                                .series = {{"training batches (dropout on)", x, col("loss_bits")}, tr, ho,
-                                          {"character frequencies, held-out", {0, x.back()}, {unigram, unigram}}},
-                               .logy = true});
+                                          {"character frequencies, held-out", {0, x.back()}, {unigram, unigram}}}});
             std::printf("\nplot: %s/loss.png\n", out.c_str());
         }
     } catch (const std::exception& e) {
