@@ -273,6 +273,9 @@ int main(int argc, char** argv)
     try {
         const Corpus c = load_corpus(text);
         const auto V = static_cast<std::int64_t>(c.chars.size());
+        if (static_cast<std::int64_t>(c.train.size()) <= T + 1)
+            throw ValueError("07_char_lm: --context must be shorter than the training text; got context " +
+                             std::to_string(T) + " and " + std::to_string(c.train.size()) + " training characters");
         std::vector<std::int64_t> prompt_ids;
         for (unsigned char ch : prompt) {
             if (c.id_of[ch] < 0) throw ValueError(std::string("07_char_lm: the prompt holds '") +
@@ -348,7 +351,8 @@ int main(int argc, char** argv)
             schedule.step();
             opt.zero_grad();
 
-            progress.update(step, 0, loss_value / ln2, lr_now, N * T);
+            const std::int64_t passes = step * N * T / static_cast<std::int64_t>(c.train.size());  // over the text
+            progress.update(step, passes, loss_value / ln2, lr_now, N * T);
             csv.set("step", static_cast<double>(step));
             csv.set("loss_bits", loss_value / ln2);
             csv.set("lr", lr_now);
