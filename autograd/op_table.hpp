@@ -1,4 +1,4 @@
-// The op table (DESIGN.md section 4): one row per OpKind with sample cases — input
+// The op table (docs/autograd.md): one row per OpKind with sample cases — input
 // shapes (broadcasting and size-1 dims included), the input domain that keeps finite
 // differences away from kinks and poles, and the call. The gradcheck suite iterates it,
 // so an op cannot exist without being gradient-checked.

@@ -1,4 +1,4 @@
-// Loss primitives with hand-written backward (DESIGN.md sections 4 and 7): the fused
+// Loss primitives with hand-written backward (docs/losses.md): the fused
 // cross-entropy (torch.nn.functional.cross_entropy: log-softmax, NLL, label smoothing,
 // class weights, ignore_index and the reduction in one op), logsumexp and logsigmoid.
 // The Loss classes, the registry and the losses composed from ops are in losses/.

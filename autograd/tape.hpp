@@ -1,4 +1,4 @@
-// The tape: a Wengert list of recorded ops (DESIGN.md section 3). A Tape object records
+// The tape: a Wengert list of recorded ops (docs/autograd.md, "The tape"). A Tape object records
 // the ops run on its thread while it lives (RAII, thread-local, nestable); backward
 // walks the nodes in reverse — recording order is already topological, so no sort.
 // Gradients accumulate into leaves; a node's saved tensors are freed as soon as its

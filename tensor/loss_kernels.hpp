@@ -1,4 +1,4 @@
-// Fused loss kernels (DESIGN.md section 7): cross-entropy from logits — log-softmax, NLL,
+// Fused loss kernels (docs/losses.md): cross-entropy from logits — log-softmax, NLL,
 // label smoothing, class weights and ignore_index in one pass over each row — with its
 // hand-written backward ((softmax − q) scaled), plus logsumexp over rows and log-sigmoid,
 // the pieces other losses are composed from. No gradients, no tape, no reductions across

@@ -1,4 +1,4 @@
-// Fused optimizer kernels (DESIGN.md sections 5 and 8): each update reads and writes a
+// Fused optimizer kernels (docs/optim.md): each update reads and writes a
 // parameter's memory once — SGD (momentum, dampening, nesterov, weight decay), Adam and
 // AdamW (amsgrad, coupled or decoupled decay) — and the gradient utilities that clipping
 // and the non-finite guard need (sum of squares, max |x|, finite check, in-place scale

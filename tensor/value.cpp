@@ -11,7 +11,7 @@ namespace spool {
 // ---- caching allocator --------------------------------------------------------
 // Buffers are rounded up to a power of two (>= 64 bytes) and kept on a free list per
 // size class when released: a training step allocates the same sizes every step, so
-// after the first step no buffer is page-faulted in fresh (BENCHMARKS.md W5).
+// after the first step no buffer is page-faulted in fresh (docs/benchmarks.md, W5).
 
 namespace {
 

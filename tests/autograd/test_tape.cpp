@@ -1,4 +1,4 @@
-// The tape's rules (DESIGN.md section 3): what is recorded, accumulation, release.
+// The tape's rules (docs/autograd.md, "The tape"): what is recorded, accumulation, release.
 #include <doctest/doctest.h>
 
 #include <cmath>
