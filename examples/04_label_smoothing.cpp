@@ -17,10 +17,8 @@ int main(int argc, char** argv)
 {
     const auto start = std::chrono::steady_clock::now();
     tutorial::Common common{.out = "runs/04_label_smoothing"};
-    train::Seq2SeqConfig c;
-    c.task = "reverse";
-    c.d_model = 64; c.nhead = 4; c.num_layers = 2; c.dim_feedforward = 256; c.dropout = 0.1;
-    c.steps = 1500; c.batch_size = 64; c.lr = 2e-3; c.warmup = 200; c.schedule = "noam";
+    train::Seq2SeqConfig c = tutorial::base_config();
+    c.steps = 1500; c.lr = 2e-3;
     c.eval_every = 100; c.eval_size = 512; c.show = 0;
     c.train_size = 1000;  // a fixed training set, revisited ~96 times in 1500 steps
     double epsilon = 0.1;

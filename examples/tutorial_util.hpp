@@ -14,6 +14,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,21 @@ struct Common {
     std::uint64_t seed = 1;
     bool smoke = false;   ///< a few steps with a tiny model (the test suite runs this)
 };
+
+/// The model and recipe the tutorials share, every field set here so that a change of the
+/// trainer's defaults does not change them: reversing digit strings with a post-norm
+/// Seq2SeqTransformer (d_model 64, 2 + 2 layers, 4 heads, feed-forward 256, dropout 0.1),
+/// label-smoothed CE (0.1), Adam β 0.9/0.98 with Noam warmup over 200 steps, clipping at 1.
+inline train::Seq2SeqConfig base_config()
+{
+    train::Seq2SeqConfig c;
+    c.task = "reverse";
+    c.d_model = 64; c.nhead = 4; c.num_layers = 2; c.dim_feedforward = 256; c.dropout = 0.1; c.norm_first = false;
+    c.batch_size = 64; c.schedule = "noam"; c.warmup = 200; c.beta1 = 0.9; c.beta2 = 0.98; c.eps = 1e-9;
+    c.weight_decay = 0; c.clip = 1.0; c.loss = "cross_entropy"; c.loss_args = {"label_smoothing=0.1"};
+    c.align_weight = 0; c.train_size = 0;
+    return c;
+}
 
 /// --out, --threads, --seed, --smoke.
 inline void add_common_options(CLI::App& app, Common& c)
@@ -82,7 +98,7 @@ inline std::string format(const char* fmt, ...)
     return buf;
 }
 
-inline std::string percent(double v) { return format("%.1f%%", 100 * v); }
+inline std::string percent(double v) { return std::isfinite(v) ? format("%.1f%%", 100 * v) : "-"; }
 
 /// A table printed with aligned columns (the first left-aligned, the rest right-aligned),
 /// in Markdown's pipe syntax so it can be pasted into a page as printed.
@@ -154,9 +170,13 @@ inline nlohmann::json config_json(const train::Seq2SeqConfig& c)
             {"eval_every", c.eval_every}, {"eval_size", c.eval_size}};
 }
 
+/// Called after a variant's run while its trainer (and model) still exist.
+using AfterRun = std::function<void(train::Seq2SeqTrainer&, Outcome&)>;
+
 /// Trains each variant quietly into out/<name> (metrics.csv, plots, index.html), printing a
 /// line as each finishes.
-inline std::vector<Outcome> run_variants(const std::vector<Variant>& variants, const std::string& out)
+inline std::vector<Outcome> run_variants(const std::vector<Variant>& variants, const std::string& out,
+                                         const AfterRun& after = {})
 {
     std::vector<Outcome> done;
     for (std::size_t i = 0; i < variants.size(); ++i) {
@@ -170,6 +190,7 @@ inline std::vector<Outcome> run_variants(const std::vector<Variant>& variants, c
         o.cpu = cpu_seconds() - cpu0;
         std::printf("%5lld steps, %6.1fs wall, %6.1fs CPU: held-out exact match %5.1f%%\n",
                     static_cast<long long>(trainer.steps_done()), o.summary.seconds, o.cpu, 100 * o.summary.last.exact);
+        if (after) after(trainer, o);
         done.push_back(std::move(o));
     }
     return done;
@@ -214,6 +235,25 @@ inline void save_plot(const std::string& path, const train::LinePlot& plot)
 {
     if (train::plot_lines(path, plot)) std::printf("plot: %s\n", path.c_str());
     else std::printf("plot: %s not written (gnuplot missing)\n", path.c_str());
+}
+
+/// One metrics.csv column of every variant on one chart (x: step).
+struct ColumnPlot {
+    std::string title, ylabel, column;
+    bool smooth = false;  ///< moving average (per-step values are noisy)
+    bool logy = false, points = false;
+};
+
+inline void plot_column(const std::string& path, const std::vector<Outcome>& runs, const ColumnPlot& c)
+{
+    train::LinePlot p{.title = c.title, .xlabel = "step", .ylabel = c.ylabel, .series = {}, .logy = c.logy,
+                      .points = c.points};
+    for (const auto& r : runs) {
+        auto s = column_series(r, c.column);
+        if (c.smooth) s.y = smoothed(s.y, 0.1);
+        p.series.push_back(std::move(s));
+    }
+    save_plot(path, p);
 }
 
 }  // namespace tutorial
