@@ -72,7 +72,8 @@ int main(int argc, char** argv)
     // ---- plots ----------------------------------------------------------------------------
     // reliability diagram: per confidence bin, the accuracy of the tokens in it
     train::LinePlot rel{.title = "Reliability diagram (held-out tokens, 15 bins)", .xlabel = "confidence (max probability)",
-                        .ylabel = "accuracy", .series = {}, .points = true, .width = 640, .height = 560};
+                        .ylabel = "accuracy", .series = {}, .points = true, .width = 640, .height = 560,
+                        .key = "bottom right"};
     rel.series.push_back({"perfect calibration", {0, 1}, {0, 1}});
     for (const auto& r : runs) {
         const auto& e = r.summary.last;
