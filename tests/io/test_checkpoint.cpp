@@ -423,3 +423,28 @@ TEST_CASE("a poisoned batch under the optimizer's non-finite guard is reported a
     CHECK(resumed.opt->skipped_steps() == 1);
     CHECK(std::isfinite(resumed.step(3)));
 }
+
+TEST_CASE("under anomaly mode a poisoned batch throws naming the op, and nothing is applied")
+{
+    // (a Linear, not the Transformer: anomaly mode also flags the -inf of a causal mask)
+    manual_seed(1);
+    nn::Linear model(4, 3);
+    optim::Adam opt(model.named_parameters());
+    optim::NoamLR sched(opt, {.d_model = 4, .warmup_steps = 2});
+    auto train_step = [&](const Tensor& x) {
+        Tape tape;
+        tape.backward(sum(model(x)));
+        if (opt.step()) sched.step();
+        opt.zero_grad();
+    };
+    train_step(ones({2, 4}));
+    const auto before = snapshot(model, opt, sched);
+    detect_anomaly(true);
+    const std::string m = message_of<ValueError>([&] { train_step(full({2, 4}, std::nan(""))); });
+    detect_anomaly(false);
+    CHECK(m == "linear: output contains NaN or Inf (anomaly mode); shape (2, 3)");
+    CHECK(snapshot(model, opt, sched) == before);
+    for (const Tensor& p : model.parameters()) CHECK_FALSE(p.grad().defined());
+    train_step(ones({2, 4}));  // a clean batch trains as usual
+    CHECK(snapshot(model, opt, sched) != before);
+}
