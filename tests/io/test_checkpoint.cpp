@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -184,6 +185,25 @@ TEST_CASE("a rejected checkpoint leaves model, optimizer, schedule and RNG exact
         const std::string m = message_of<ValueError>([&] { load_into_target(p); });
         CHECK(m.find("' is (11, 16) float64 but the model's is (11, 16) float32") != std::string::npos);
         CHECK(m.find("and ") != std::string::npos);  // a long list is cut: "...; and N more"
+        unchanged();
+    }
+    SUBCASE("optimizer state whose shapes do not fit the parameters")
+    {
+        TrainingRun other(7);
+        std::vector<Tensor> reversed = other.model->parameters();
+        std::reverse(reversed.begin(), reversed.end());
+        optim::Adam adam(reversed);  // state.0 belongs to the model's last parameter
+        const Tensor ids = from_vector(std::vector<std::int64_t>(6, 1), {3, 2});
+        {
+            Tape tape;
+            tape.backward(sum((*other.model)(ids, ids)));
+        }
+        adam.step();
+        const std::string p = dir / "reversed.safetensors";
+        save_checkpoint(p, *other.model, &adam, other.sched.get(), {});
+        const std::string m = message_of<ValueError>([&] { load_into_target(p); });
+        CHECK(m.rfind("load_checkpoint: " + p + ": the checkpoint does not fit the optimizer (Adam): 'state.0.exp_avg' is (11,) float32 "
+                      "but parameter 0 is (11, 16) float32", 0) == 0);
         unchanged();
     }
     SUBCASE("optimizer state of another kind (refused after the model checks passed)")
