@@ -1,6 +1,7 @@
 #include "autograd/tape.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 
 #include "tensor/kernels.hpp"
@@ -138,10 +139,13 @@ Tape::~Tape()
 
 Tape* Tape::current() { return t_current; }
 
-std::int32_t Tape::push(Node node)
+std::int32_t Tape::push(Node node, std::span<SavedVersion> saved)
 {
     SPOOL_CHECK(!done_, AutogradError, op_name(node.kind),
                 ": cannot record on a tape whose backward already ran; start a new Tape for the next step");
+    node.saved_begin = static_cast<std::int32_t>(saved_.size());
+    node.n_saved = static_cast<std::int32_t>(saved.size());
+    for (SavedVersion& sv : saved) saved_.push_back(std::move(sv));
     nodes_.push_back(std::move(node));
     return static_cast<std::int32_t>(nodes_.size() - 1);
 }
@@ -218,7 +222,7 @@ void Tape::backprop(std::vector<std::shared_ptr<TensorImpl>>& staged)
         bool any = false;
         for (const auto& d : nd.dout) any |= d.defined();
         if (any && nd.backward) {
-            for (int s = 0; s < nd.n_saved; ++s) check_saved_version(nd, nd.saved[s]);
+            for (int s = 0; s < nd.n_saved; ++s) check_saved_version(nd, saved_[nd.saved_begin + s]);
             if (anomaly)
                 for (const auto& d : nd.dout)
                     if (d.defined()) check_finite(d, "incoming gradient", nd.kind);
@@ -241,7 +245,7 @@ void Tape::backprop(std::vector<std::shared_ptr<TensorImpl>>& staged)
         nd.backward = nullptr;
         nd.dout.clear();
         nd.inputs.clear();
-        for (int s = 0; s < nd.n_saved; ++s) nd.saved[s].storage.reset();
+        for (int s = 0; s < nd.n_saved; ++s) saved_[nd.saved_begin + s].storage.reset();
         nd.n_saved = 0;
     }
 }
@@ -292,16 +296,18 @@ std::vector<Tensor> record_node(OpKind kind, const Tensor* inputs, std::size_t n
     node.backward = std::move(backward);
     SPOOL_CHECK(saved.size() <= Node::max_saved, AutogradError, op_name(kind), ": saves ", saved.size(),
                 " tensors for backward, more than Node::max_saved (", Node::max_saved, ")");
+    std::array<SavedVersion, Node::max_saved> versions;
+    int n_saved = 0;
     for (const auto& v : saved) {
         if (!v.defined()) continue;
         node.saved_bytes += v.nbytes();
-        SavedVersion& sv = node.saved[node.n_saved++];
+        SavedVersion& sv = versions[n_saved++];
         sv.storage = v.storage();
         sv.version = v.version();
         for (std::size_t i = 0; i < n && sv.input < 0; ++i)
             if (inputs[i].defined() && inputs[i].value().shares_storage(v)) sv.input = static_cast<std::int8_t>(i);
     }
-    std::int32_t id = tape.push(std::move(node));
+    std::int32_t id = tape.push(std::move(node), std::span(versions.data(), n_saved));
     std::vector<Tensor> result;
     result.reserve(outs.size());
     for (std::size_t k = 0; k < outs.size(); ++k) {

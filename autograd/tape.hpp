@@ -4,9 +4,9 @@
 // Gradients accumulate into leaves; a node's saved tensors are freed as soon as its
 // backward has run. Also: NoGrad, anomaly mode, and record() that ops use.
 #pragma once
-#include <array>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <initializer_list>
 #include <vector>
 
@@ -62,8 +62,8 @@ struct Node {
     std::vector<Value> dout;  ///< gradient slot per output, filled during backward
     BackwardMulti backward;
     std::size_t saved_bytes = 0;
-    std::array<SavedVersion, max_saved> saved{};  ///< inline: no allocation per op
-    std::int8_t n_saved = 0;
+    std::int32_t saved_begin = 0;  ///< its SavedVersions on the tape (kept apart: nodes stay small)
+    std::int32_t n_saved = 0;
 };
 
 struct TapeStats {
@@ -91,13 +91,14 @@ public:
     static Tape* current();
 
     // used by record()
-    std::int32_t push(Node node);
+    std::int32_t push(Node node, std::span<SavedVersion> saved);
     Node& node(std::int32_t i) { return nodes_[i]; }
 
 private:
     void run_backward(const Tensor& root, Value seed);
     void backprop(std::vector<std::shared_ptr<TensorImpl>>& staged);
     std::vector<Node> nodes_;
+    std::vector<SavedVersion> saved_;
     std::uint64_t id_;
     bool done_ = false;
 };

@@ -166,9 +166,9 @@ void check_optimizer(const optim::Optimizer& opt, const NamedTensors& saved, con
     std::vector<std::string> problems;
     for (const auto& [key, t] : saved) {
         std::size_t k = 0;
-        const char* digits = key.c_str() + 6;  // after "state."
-        const auto [end, ec] = std::from_chars(digits, key.c_str() + key.size(), k);
-        if (!starts_with(key, "state.") || ec != std::errc() || *end != '.') {
+        std::from_chars_result parsed{key.c_str(), std::errc::invalid_argument};
+        if (starts_with(key, "state.")) parsed = std::from_chars(key.c_str() + 6, key.c_str() + key.size(), k);
+        if (parsed.ec != std::errc() || *parsed.ptr != '.') {
             problems.push_back("'" + key + "' is not per-parameter state (state.<k>.<name>)");
         } else if (k >= params.size()) {
             problems.push_back(detail::cat("'", key, "' is for parameter ", k, " but the optimizer has ",

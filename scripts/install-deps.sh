@@ -3,6 +3,7 @@
 # Run as root (or with sudo available). Idempotent: skips apt when all are present.
 #   --with-peers   also install the benchmark peers (libopenblas-dev, libtorch-dev)
 #   --with-torch   also install python3-torch (only to regenerate tests/fixtures)
+#   --with-fuzz    also install clang and its fuzzer/sanitizer runtimes (scripts/fuzz.sh, CI)
 set -euo pipefail
 
 pkgs=(g++ meson ninja-build pkg-config cmake libxtensor-dev libxsimd-dev doctest-dev nlohmann-json3-dev
@@ -11,6 +12,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-peers) pkgs+=(libopenblas-dev libtorch-dev) ;;
     --with-torch) pkgs+=(python3-torch python3-numpy) ;;
+    --with-fuzz) pkgs+=(clang libclang-rt-14-dev libomp-dev) ;;
     *) echo "install-deps.sh: unknown option '$arg'" >&2; exit 2 ;;
   esac
 done

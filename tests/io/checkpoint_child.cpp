@@ -1,6 +1,6 @@
 // A fresh process for the checkpoint tests (test_checkpoint.cpp runs it), so that a resume
 // starts from nothing but the file, and a killed writer is a whole process:
-//   checkpoint_child train <from-checkpoint|-> <until-step> <save-checkpoint|-> <results>
+//   checkpoint_child train <from-checkpoint|-> <until-step> <save-checkpoint|-> <results> [threads]
 //     builds the run of training_setup.hpp (another init seed when resuming: loading
 //     must overwrite everything), trains up to until-step, optionally saves a checkpoint,
 //     and writes the losses and the final parameters to results (safetensors)
@@ -67,9 +67,12 @@ int main(int argc, char** argv)
 {
     try {
         const std::vector<std::string> args(argv + 1, argv + argc);
-        if (args.size() == 5 && args[0] == "train") return train(args[1], std::stoll(args[2]), args[3], args[4]);
+        if ((args.size() == 5 || args.size() == 6) && args[0] == "train") {
+            if (args.size() == 6) set_num_threads(std::stoi(args[5]));
+            return train(args[1], std::stoll(args[2]), args[3], args[4]);
+        }
         if (args.size() == 2 && args[0] == "saveloop") save_loop(args[1]);
-        std::fprintf(stderr, "usage: checkpoint_child train <from|-> <until> <save|-> <results> | saveloop <dir>\n");
+        std::fprintf(stderr, "usage: checkpoint_child train <from|-> <until> <save|-> <results> [threads] | saveloop <dir>\n");
         return 2;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "checkpoint_child: %s\n", e.what());

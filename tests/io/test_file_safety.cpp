@@ -102,6 +102,8 @@ TEST_CASE("two processes saving to one path never share a temporary file")
 {
     TempDir dir;
     const std::string path = dir / "shared.safetensors";
+    // built before fork: the children only write (no kernels, so no OpenMP after fork)
+    const std::vector<NamedTensors> contents{{{"w", full({1000}, 1)}}, {{"w", full({1000}, 2)}}};
     std::vector<pid_t> kids;
     for (int k = 0; k < 2; ++k) {
         const pid_t pid = ::fork();
@@ -109,8 +111,7 @@ TEST_CASE("two processes saving to one path never share a temporary file")
         if (pid == 0) {
             int status = 0;
             try {
-                const NamedTensors w{{"w", full({1000}, k + 1)}};
-                for (int i = 0; i < 40; ++i) save_safetensors(path, w);
+                for (int i = 0; i < 40; ++i) save_safetensors(path, contents[k]);
             } catch (...) {
                 status = 1;
             }
