@@ -21,6 +21,28 @@ void check_finite(const Value& v, const char* what, OpKind kind)
         throw ValueError(detail::cat(op_name(kind), ": ", what, " contains NaN or Inf (anomaly mode); shape ",
                                      to_string(v.shape())));
 }
+
+template <class T>
+bool any_nan(const T* p, std::int64_t n)
+{
+    for (std::int64_t i = 0; i < n; ++i)
+        if (p[i] != p[i]) return true;
+    return false;
+}
+
+/// Forward outputs: NaN is always an anomaly, ±Inf is not — attention masks hold −inf on
+/// purpose and log(0) is −inf; an infinity that matters turns into NaN downstream or into
+/// an infinite gradient, which backward checks. The NaN scan runs only when the fast
+/// all-finite test fails, so finite outputs cost what they did.
+void check_output(const Value& v, OpKind kind)
+{
+    if (kernels::all_finite(v)) return;
+    const bool nan = v.dtype() == DType::f32   ? any_nan(v.data<float>(), v.numel())
+                     : v.dtype() == DType::f64 ? any_nan(v.data<double>(), v.numel())
+                                               : false;
+    if (nan)
+        throw ValueError(detail::cat(op_name(kind), ": output contains NaN (anomaly mode); shape ", to_string(v.shape())));
+}
 /// slot += g: in place when slot's buffer is ours alone, else into a fresh buffer (a
 /// gradient may share storage with another slot, e.g. add passes dy to both inputs).
 void accumulate(Value& slot, Value g)
@@ -264,7 +286,7 @@ bool recording(const Tensor* inputs, std::size_t n)
 
 Tensor unrecorded(OpKind kind, Value out)
 {
-    if (g_anomaly) check_finite(out, "output", kind);
+    if (g_anomaly) check_output(out, kind);
     return Tensor(std::move(out));
 }
 
@@ -272,7 +294,7 @@ std::vector<Tensor> record_node(OpKind kind, const Tensor* inputs, std::size_t n
                                 BackwardMulti backward, std::initializer_list<Value> saved)
 {
     if (g_anomaly)
-        for (const auto& o : outs) check_finite(o, "output", kind);
+        for (const auto& o : outs) check_output(o, kind);
     Tape& tape = *t_current;
     Node node;
     node.kind = kind;

@@ -129,7 +129,7 @@ TEST_CASE("anomaly mode names the op that produced NaN")
         Tensor y = log(x);
         FAIL("expected anomaly error");
     } catch (const ValueError& e) {
-        CHECK(std::string(e.what()).find("log: output contains NaN or Inf") == 0);
+        CHECK(std::string(e.what()).find("log: output contains NaN (anomaly mode)") == 0);
     }
     // backward: sqrt(0) is fine forward, its gradient 1/(2*0) is Inf
     Tensor z = zeros({1}, {.requires_grad = true});
@@ -140,6 +140,21 @@ TEST_CASE("anomaly mode names the op that produced NaN")
         FAIL("expected anomaly error");
     } catch (const ValueError& e) {
         CHECK(std::string(e.what()).find("sqrt: gradient contains NaN or Inf") == 0);
+    }
+    // an infinite forward value is not an anomaly (masks hold −inf), its infinite gradient is
+    Tensor w = zeros({2}, {.requires_grad = true});
+    {
+        Tape tape;
+        Tensor y = log(w);  // −inf, no error
+        CHECK(std::isinf(y.at(0)));
+        Tensor mask = full({2}, -INFINITY);  // unrecorded −inf: no error either
+        CHECK(std::isinf(mask.at(1)));
+        try {
+            tape.backward(sum(y));
+            FAIL("expected anomaly error");
+        } catch (const ValueError& e) {
+            CHECK(std::string(e.what()).find("log: gradient contains NaN or Inf") == 0);
+        }
     }
     detect_anomaly(false);
     Tensor y = log(x);  // off again: NaN is a value, not an error

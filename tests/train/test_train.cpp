@@ -327,3 +327,17 @@ TEST_CASE("run: resuming from a checkpoint gives the same losses as never stoppi
     std::filesystem::remove_all(straight);
     std::filesystem::remove_all(split);
 }
+
+TEST_CASE("Seq2SeqTrainer trains under anomaly mode: the causal mask's −inf is not an anomaly")
+{
+    Seq2SeqConfig c{.task = "copy", .d_model = 16, .nhead = 2, .num_layers = 1, .dim_feedforward = 32,
+                    .steps = 2, .batch_size = 4, .warmup = 2, .eval_size = 4, .show = 1, .beam = 2};
+    Seq2SeqTrainer t(c);
+    detect_anomaly(true);
+    StepRecord r;
+    CHECK_NOTHROW(r = t.step());
+    CHECK_NOTHROW(t.evaluate());
+    detect_anomaly(false);
+    CHECK(std::isfinite(r.loss));
+    CHECK_FALSE(r.skipped);
+}
