@@ -17,6 +17,7 @@
 #include "spool.hpp"
 #include "train/progress.hpp"
 #include "train/seq2seq.hpp"
+#include "tutorial_util.hpp"
 
 using namespace spool;
 
@@ -45,7 +46,7 @@ nlohmann::json config_json(const Cli& a)
                        {"warmup", c.warmup}, {"clip", c.clip}}},
             {"loss", a.loss},
             {"align_weight", c.align_weight},
-            {"steps", c.steps}, {"batch_size", c.batch_size}, {"seed", c.seed}, {"threads", get_num_threads()},
+            {"steps", c.steps}, {"batch_size", c.batch_size}, {"train_size", c.train_size}, {"seed", c.seed}, {"threads", get_num_threads()},
             {"eval_every", c.eval_every}, {"eval_size", c.eval_size}, {"beam", c.beam}};
 }
 
@@ -57,19 +58,13 @@ int main(int argc, char** argv)
     auto& c = a.c;
     CLI::App app{"spool flagship: train a Transformer end to end on a generated seq2seq task"};
     app.option_defaults()->always_capture_default();
-    app.add_option("--task", c.task, "task: dates, reverse or copy")->check(CLI::IsMember(train::task_names()));
-    app.add_option("--steps", c.steps, "training steps")->check(CLI::PositiveNumber);
+    tutorial::add_config_options(app, c);  // task, steps, lr, warmup, d-model, layers, dropout, train-size, eval-size
     app.add_option("--batch-size", c.batch_size, "sequences per step")->check(CLI::PositiveNumber);
-    app.add_option("--d-model", c.d_model, "model width");
     app.add_option("--heads", c.nhead, "attention heads");
-    app.add_option("--layers", c.num_layers, "encoder layers = decoder layers");
     app.add_option("--ff", c.dim_feedforward, "feed-forward width");
-    app.add_option("--dropout", c.dropout, "dropout probability");
     app.add_flag("--norm-first", c.norm_first, "pre-norm layers (default: post-norm, as the paper)");
     app.add_option("--schedule", c.schedule, "lr schedule: noam, constant, cosine, linear")
         ->check(CLI::IsMember({"noam", "constant", "cosine", "linear"}));
-    app.add_option("--lr", c.lr, "peak learning rate (noam: its factor is chosen so the peak is this)");
-    app.add_option("--warmup", c.warmup, "warmup steps");
     app.add_option("--clip", c.clip, "gradient-norm clipping limit (0: off)");
     app.add_option("--weight-decay", c.weight_decay, "Adam's L2 weight decay");
     app.add_option("--loss", a.loss, "token-level loss and its options: NAME key=value … (cross_entropy, "
@@ -77,24 +72,20 @@ int main(int argc, char** argv)
         ->expected(1, 16);
     app.add_option("--align-weight", c.align_weight, "weight λ of the attention-alignment loss (0: off)");
     app.add_option("--eval-every", c.eval_every, "evaluate every N steps");
-    app.add_option("--eval-size", c.eval_size, "held-out pairs per evaluation");
     app.add_option("--beam", c.beam, "beam width of the sample decodes");
     app.add_option("--seed", c.seed, "seed of weights, dropout and data");
     app.add_option("--threads", a.threads, "threads (0: all cores)");
     app.add_option("--out", a.out, "run directory (default runs/<task>)");
     app.add_option("--save-every", a.save_every, "write a checkpoint every N steps (0: only at the end)");
-    app.add_option("--resume", a.resume, "resume from this checkpoint");
+    app.add_option("--resume", a.resume, "resume from a checkpoint file, or a run directory (its newest checkpoint)");
     app.add_option("--target", a.target, "held-out exact match the run reports reaching");
     app.add_flag("--no-plots", [&](std::int64_t) { a.plots = false; }, "write no plots");
-    app.add_flag("--anomaly", a.anomaly, "anomaly mode: name the op that first produces NaN/Inf");
+    app.add_flag("--anomaly", a.anomaly, "anomaly mode: name the op whose output is NaN or whose gradient is NaN/Inf");
     app.add_flag("--require-target", a.require_target, "exit with status 3 when the target is not reached (tests)");
     app.add_flag("--smoke", a.smoke, "a few steps with a tiny model (tests)");
     CLI11_PARSE(app, argc, argv);
 
-    if (a.smoke) {
-        c.steps = 6; c.batch_size = 8; c.d_model = 32; c.nhead = 2; c.num_layers = 1; c.dim_feedforward = 64;
-        c.eval_every = 3; c.eval_size = 16; c.show = 2; c.beam = 2; c.warmup = 2;
-    }
+    if (a.smoke) train::shrink_for_smoke(c);
     if (a.threads > 0) set_num_threads(a.threads);
     if (a.anomaly) detect_anomaly(true);
     c.loss = a.loss.front();

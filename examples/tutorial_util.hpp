@@ -63,9 +63,9 @@ inline void add_common_options(CLI::App& app, Common& c)
 /// The options of the model and its training every tutorial exposes (defaults: config's).
 inline void add_config_options(CLI::App& app, train::Seq2SeqConfig& c)
 {
-    app.add_option("--task", c.task, "task: reverse, copy or dates")->check(CLI::IsMember(train::task_names()));
-    app.add_option("--steps", c.steps, "training steps per run")->check(CLI::PositiveNumber);
-    app.add_option("--lr", c.lr, "peak learning rate");
+    app.add_option("--task", c.task, "task: dates, reverse or copy")->check(CLI::IsMember(train::task_names()));
+    app.add_option("--steps", c.steps, "training steps (per run)")->check(CLI::PositiveNumber);
+    app.add_option("--lr", c.lr, "peak learning rate (noam: its factor is chosen so the peak is this)");
     app.add_option("--warmup", c.warmup, "warmup steps");
     app.add_option("--d-model", c.d_model, "model width");
     app.add_option("--layers", c.num_layers, "encoder layers = decoder layers");
@@ -79,11 +79,7 @@ inline void apply_common(const Common& c, train::Seq2SeqConfig& config)
 {
     if (c.threads > 0) spool::set_num_threads(c.threads);
     config.seed = c.seed;
-    if (c.smoke) {
-        config.steps = 6; config.batch_size = 8; config.d_model = 32; config.nhead = 2; config.num_layers = 1;
-        config.dim_feedforward = 64; config.eval_every = 3; config.eval_size = 16; config.show = 2; config.beam = 2;
-        config.warmup = 2;
-    }
+    if (c.smoke) train::shrink_for_smoke(config);
 }
 
 // ---- formatting -------------------------------------------------------------------------

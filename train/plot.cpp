@@ -1,9 +1,11 @@
 // gnuplot driver (train/plot.hpp): writes <stem>.dat and <stem>.gp beside the image and runs
-// `gnuplot <stem>.gp`.
+// `gnuplot <stem>.gp` in that directory; the script names its files without a directory, so
+// `cd run_dir && gnuplot loss.gp` redraws a plot by hand.
 #include "train/plot.hpp"
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 namespace spool::train {
@@ -34,10 +36,21 @@ std::string terminal(const std::string& path, int w, int h)
            std::to_string(h) + (svg ? " noenhanced" : "") + "\n";
 }
 
+// for /bin/sh: single-quoted, a quote written as '\''
+std::string shell_quote(const std::string& s)
+{
+    std::string out = "'";
+    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+std::string file_name(const std::string& path) { return std::filesystem::path(path).filename().string(); }
+
 bool run(const std::string& script)
 {
-    // paths are the program's own (run directory + fixed names): no shell metacharacters
-    const std::string cmd = "gnuplot '" + script + "' 2>/dev/null";
+    const auto dir = std::filesystem::path(script).parent_path();
+    const std::string cmd = "cd " + shell_quote(dir.empty() ? "." : dir.string()) + " && gnuplot " +
+                            shell_quote(file_name(script)) + " 2>/dev/null";
     return std::system(cmd.c_str()) == 0;
 }
 
@@ -63,14 +76,14 @@ bool plot_lines(const std::string& path, const LinePlot& p)
         }
     }
     std::ofstream g(gp);
-    g << terminal(path, p.width, p.height) << "set output '" << path << "'\n"
+    g << terminal(path, p.width, p.height) << "set output " << quote(file_name(path)) << "\n"
       << "set title " << quote(p.title) << "\nset xlabel " << quote(p.xlabel) << "\nset ylabel " << quote(p.ylabel)
       << "\nset grid\nset key " << p.key << "\n";  // gnuplot 5.4 has no "set key best"
     if (p.logx) g << "set logscale x\n";
     if (p.logy) g << "set logscale y\n";
     g << "plot ";
     for (std::size_t k = 0; k < p.series.size(); ++k)
-        g << (k ? ", " : "") << "'" << dat << "' index " << k << " using 1:2 with "
+        g << (k ? ", " : "") << quote(file_name(dat)) << " index " << k << " using 1:2 with "
           << (p.points ? "linespoints" : "lines") << " lw 2 title " << quote(p.series[k].label);
     g << "\n";
     g.close();
@@ -95,13 +108,13 @@ bool plot_heatmap(const std::string& path, const Heatmap& m)
         return s + ")";
     };
     std::ofstream g(gp);
-    g << terminal(path, m.width, m.height) << "set output '" << path << "'\n"
+    g << terminal(path, m.width, m.height) << "set output " << quote(file_name(path)) << "\n"
       << "set title " << quote(m.title) << "\nset xlabel " << quote(m.xlabel) << "\nset ylabel " << quote(m.ylabel)
       << "\nset palette rgb 21,22,23\nset cbrange [0:*]\nset yrange [] reverse\nset tics scale 0\n"
       << "set autoscale xfix\nset autoscale yfix\n";  // the image fills the frame, no empty margin
     if (!m.xtics.empty()) g << "set xtics " << tics(m.xtics) << " font ',9'\n";
     if (!m.ytics.empty()) g << "set ytics " << tics(m.ytics) << " font ',9'\n";
-    g << "plot '" << dat << "' matrix with image notitle\n";
+    g << "plot " << quote(file_name(dat)) << " matrix with image notitle\n";
     g.close();
     return run(gp);
 }

@@ -157,7 +157,7 @@ void write_run_report(const std::string& dir, const std::string& config_json, Se
         plot_lines(dir + "/accuracy.png", {.title = "Held-out accuracy", .xlabel = "step", .ylabel = "accuracy",
                                            .series = {{"token accuracy (teacher forced)", step, col("eval_token_acc")},
                                                       {"exact match (greedy decode)", step, col("eval_exact")}},
-                                           .points = true});
+                                           .points = true, .key = "bottom right"});
         const Example& e = trainer.heldout().front();
         std::vector<std::string> xt, yt = {"<s>"};
         for (char ch : e.src) xt.emplace_back(1, ch);

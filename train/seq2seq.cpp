@@ -40,6 +40,22 @@ constexpr int ece_bins = 15;
 
 }  // namespace
 
+void shrink_for_smoke(Seq2SeqConfig& c)
+{
+    c.steps = 6;
+    c.batch_size = 8;
+    c.d_model = 32;
+    c.nhead = 2;
+    c.num_layers = 1;
+    c.dim_feedforward = 64;
+    c.eval_every = 3;
+    c.eval_size = 16;
+    c.show = 2;
+    c.beam = 2;
+    c.warmup = 2;
+    if (c.train_size > 0) c.train_size = 32;
+}
+
 std::string token_loss_spec(const std::string& name, const std::vector<std::string>& args)
 {
     const char* pad_key = nullptr;

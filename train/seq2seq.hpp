@@ -40,6 +40,9 @@ struct Seq2SeqConfig {
     std::int64_t train_size = 0;      ///< a fixed training set of this many pairs, batches drawn from it (0: fresh pairs every step)
 };
 
+/// Shrinks config to a tiny model and a few steps (the examples' --smoke runs in tests).
+void shrink_for_smoke(Seq2SeqConfig& config);
+
 /// The loss spec the trainer parses: "name(k=v, …)" with ignore_index (padding_idx for
 /// label_smoothing_kl) set to PAD unless given; throws ValueError for a loss that is not
 /// token-level (cross_entropy, label_smoothing_kl, focal_loss, nll_loss).
