@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
@@ -19,13 +20,10 @@
 namespace spool::train {
 namespace {
 
-// splitmix64 step: decorrelates the per-step data seeds
-std::uint64_t mix(std::uint64_t x)
+// the seed of step k's batch: decorrelated from the neighbouring steps' and from other seeds
+std::uint64_t step_seed(std::uint64_t seed, std::int64_t step)
 {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
+    return mix64(seed * 0x100000001b3ULL + static_cast<std::uint64_t>(step));
 }
 
 nn::Seq2SeqArgs masks_of(const Batch& b, bool need_weights)
@@ -77,7 +75,7 @@ std::string token_loss_spec(const std::string& name, const std::vector<std::stri
 
 Batch training_batch(const Task& task, std::uint64_t seed, std::int64_t step, std::int64_t batch_size)
 {
-    return make_batch(sample_set(task, batch_size, mix(seed * 0x100000001b3ULL + static_cast<std::uint64_t>(step)),
+    return make_batch(sample_set(task, batch_size, step_seed(seed, step),
                                  Split::train),
                       task.vocab());
 }
@@ -86,7 +84,7 @@ Batch training_batch(const Task& task, std::uint64_t seed, std::int64_t step, st
 Batch pool_batch(const std::vector<Example>& pool, const CharVocab& vocab, std::uint64_t seed, std::int64_t step,
                  std::int64_t batch_size)
 {
-    std::mt19937_64 rng(mix(seed * 0x100000001b3ULL + static_cast<std::uint64_t>(step)));
+    std::mt19937_64 rng(step_seed(seed, step));
     std::uniform_int_distribution<std::size_t> pick(0, pool.size() - 1);
     std::vector<Example> part;
     for (std::int64_t i = 0; i < batch_size; ++i) part.push_back(pool[pick(rng)]);
@@ -143,8 +141,8 @@ Seq2SeqTrainer::Seq2SeqTrainer(Seq2SeqConfig c) : config_(std::move(c)), task_(m
     s_->log_probs = C.loss == "nll_loss";
     if (C.align_weight > 0) s_->align = std::make_unique<losses::AttentionAlignmentLoss>();
     // held-out pairs: a fixed set from the reserved part of the task's space
-    heldout_ = sample_set(*task_, C.eval_size, mix(C.seed ^ 0x5eed5eedULL), Split::heldout);
-    if (C.train_size > 0) s_->pool = sample_set(*task_, C.train_size, mix(C.seed ^ 0x7a1175e7ULL), Split::train);
+    heldout_ = sample_set(*task_, C.eval_size, mix64(C.seed ^ 0x5eed5eedULL), Split::heldout);
+    if (C.train_size > 0) s_->pool = sample_set(*task_, C.train_size, mix64(C.seed ^ 0x7a1175e7ULL), Split::train);
 }
 
 Seq2SeqTrainer::~Seq2SeqTrainer() = default;
@@ -212,8 +210,8 @@ EvalResult Seq2SeqTrainer::evaluate()
         const std::int64_t N = b.tgt_out.size(0), T = b.tgt_out.size(1);
         Tensor lp = log_softmax(model(b.src, b.tgt_in, masks_of(b, false)), -1);  // [N, T, V]
         const std::int64_t V = lp.size(2);
-        const float* p = lp.data<float>();
-        const std::int64_t* y = b.tgt_out.data<std::int64_t>();
+        const float* p = std::as_const(lp).data<float>();
+        const std::int64_t* y = std::as_const(b.tgt_out).data<std::int64_t>();
         for (std::int64_t i = 0; i < N * T; ++i) {
             if (y[i] == CharVocab::pad) continue;
             const float* row = p + i * V;
@@ -233,7 +231,7 @@ EvalResult Seq2SeqTrainer::evaluate()
         Tensor out = nn::greedy_decode(model, b.src, b.src_pad, g);
         const std::int64_t L = out.size(1);
         for (std::int64_t n = 0; n < N; ++n)
-            exact += vocab.decode(out.data<std::int64_t>() + n * L, L) == part[static_cast<std::size_t>(n)].tgt;
+            exact += vocab.decode(std::as_const(out).data<std::int64_t>() + n * L, L) == part[static_cast<std::size_t>(n)].tgt;
     }
     r.nll = nll / static_cast<double>(std::max<std::int64_t>(tokens, 1));
     r.token_acc = static_cast<double>(correct) / static_cast<double>(std::max<std::int64_t>(tokens, 1));
@@ -257,8 +255,8 @@ EvalResult Seq2SeqTrainer::evaluate()
         for (std::size_t n = 0; n < show; ++n) {
             const auto i = static_cast<std::int64_t>(n);
             r.samples.push_back({part[n].src, part[n].tgt,
-                                 vocab.decode(greedy.data<std::int64_t>() + i * greedy.size(1), greedy.size(1)),
-                                 vocab.decode(beam.data<std::int64_t>() + i * beam.size(1), beam.size(1))});
+                                 vocab.decode(std::as_const(greedy).data<std::int64_t>() + i * greedy.size(1), greedy.size(1)),
+                                 vocab.decode(std::as_const(beam).data<std::int64_t>() + i * beam.size(1), beam.size(1))});
         }
     }
     model.train(was_training);

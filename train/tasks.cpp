@@ -14,16 +14,7 @@ constexpr const char* month_names[12] = {"January", "February", "March",     "Ap
                                          "July",    "August",   "September", "October", "November", "December"};
 constexpr const char* weekday_names[7] = {"Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"};
 
-// splitmix64's finaliser: a well-mixed hash of an integer
-std::uint64_t mix(std::uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-bool is_heldout(std::uint64_t key) { return mix(key) % 10 == 0; }  // 10% of the space
+bool is_heldout(std::uint64_t key) { return mix64(key) % 10 == 0; }  // 10% of the space
 
 std::string upper(std::string s)
 {
@@ -130,6 +121,14 @@ private:
 };
 
 }  // namespace
+
+std::uint64_t mix64(std::uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
 
 // Howard Hinnant's days_from_civil / civil_from_days algorithms (proleptic Gregorian)
 std::int64_t days_from_civil(const Date& d)

@@ -27,6 +27,10 @@ public:
     virtual Example sample(std::mt19937_64& rng, Split split) const = 0;
 };
 
+/// splitmix64's finaliser: a well-mixed 64-bit hash. Chooses the held-out parts of the tasks
+/// and derives per-step and per-set seeds from the run's seed.
+std::uint64_t mix64(std::uint64_t x);
+
 /// "dates", "reverse" or "copy"; throws ValueError listing the names for another.
 std::unique_ptr<Task> make_task(std::string_view name);
 std::vector<std::string> task_names();
