@@ -65,6 +65,7 @@ void Progress::update(std::int64_t step, std::int64_t epoch, double loss, double
             window_tokens_ = 0;
         }
     }
+    if (!o_.out) return;
     const double since = std::chrono::duration<double>(now - last_print_).count();
     const bool last = step == o_.total_steps;
     if (o_.live) {
@@ -81,6 +82,7 @@ void Progress::update(std::int64_t step, std::int64_t epoch, double loss, double
 
 void Progress::message(const std::string& text)
 {
+    if (!o_.out) return;
     if (dirty_) std::fprintf(o_.out, "\r\033[K");
     std::fprintf(o_.out, "%s\n", text.c_str());
     std::fflush(o_.out);
@@ -89,6 +91,7 @@ void Progress::message(const std::string& text)
 
 void Progress::finish()
 {
+    if (!o_.out) return;
     if (dirty_) std::fprintf(o_.out, "\n");
     dirty_ = false;
     std::fflush(o_.out);

@@ -16,7 +16,7 @@ struct ProgressOptions {
     std::int64_t total_steps = 0;
     bool live = false;               ///< redraw one line with '\r' (a terminal); false: plain lines
     double plain_every_seconds = 5;  ///< plain mode: at most one line this often
-    std::FILE* out = stdout;
+    std::FILE* out = stdout;         ///< nullptr: measure (tokens/s, elapsed) but print nothing
 };
 
 /// True when stdout is a terminal (and TERM is not "dumb").
