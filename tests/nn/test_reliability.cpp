@@ -28,6 +28,14 @@ auto at_threads(int n, F f)
     return f();
 }
 
+/// How many elements of two equally long runs differ (a NaN counts as differing).
+std::size_t differences(const std::vector<double>& one, const std::vector<double>& two)
+{
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < one.size(); ++i) n += one[i] != two[i];
+    return n;
+}
+
 /// Token ids in [0, 50) from the targets in [0, 70).
 Tensor remainder_ids(const Tensor& t)
 {
@@ -104,8 +112,7 @@ TEST_CASE("every reduction and GEMM gives the same bits at 1 and 2 threads, grad
     std::vector<double> one = at_threads(1, run);
     std::vector<double> two = at_threads(2, run);
     REQUIRE(one.size() == two.size());
-    std::size_t differ = 0;
-    for (std::size_t i = 0; i < one.size(); ++i) differ += one[i] != two[i];
+    const std::size_t differ = differences(one, two);
     CHECK(differ == 0);
 }
 
@@ -142,8 +149,7 @@ TEST_CASE("three Adam steps of a Transformer with dropout give bit-identical par
     std::vector<double> one = at_threads(1, train);
     std::vector<double> two = at_threads(2, train);
     REQUIRE(one.size() == two.size());
-    std::size_t differ = 0;
-    for (std::size_t i = 0; i < one.size(); ++i) differ += one[i] != two[i];
+    const std::size_t differ = differences(one, two);
     INFO("losses at 1 thread: ", one[0], " ", one[1], " ", one[2], "; at 2: ", two[0], " ", two[1], " ", two[2]);
     CHECK(differ == 0);
     CHECK(one[2] < one[0]);  // it did train
