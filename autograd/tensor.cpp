@@ -144,12 +144,12 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t)
 
 // ---- creation -----------------------------------------------------------------------------------
 
-Tensor empty(const Shape& shape, TensorOptions o) { return Tensor(Value::empty(shape, o.dtype), o.requires_grad); }
-Tensor zeros(const Shape& shape, TensorOptions o) { return Tensor(Value::zeros(shape, o.dtype), o.requires_grad); }
-Tensor ones(const Shape& shape, TensorOptions o) { return full(shape, 1.0, o); }
-Tensor full(const Shape& shape, double value, TensorOptions o)
+Tensor empty(ShapeArg shape, TensorOptions o) { return Tensor(Value::empty(shape.get("empty"), o.dtype), o.requires_grad); }
+Tensor zeros(ShapeArg shape, TensorOptions o) { return Tensor(Value::zeros(shape.get("zeros"), o.dtype), o.requires_grad); }
+Tensor ones(ShapeArg shape, TensorOptions o) { return Tensor(Value::full(shape.get("ones"), 1.0, o.dtype), o.requires_grad); }
+Tensor full(ShapeArg shape, double value, TensorOptions o)
 {
-    return Tensor(Value::full(shape, value, o.dtype), o.requires_grad);
+    return Tensor(Value::full(shape.get("full"), value, o.dtype), o.requires_grad);
 }
 Tensor scalar(double value, TensorOptions o) { return full(Shape{}, value, o); }
 
@@ -181,10 +181,11 @@ Tensor from_data(const V& data, const Shape& shape, TensorOptions o)
 }
 }  // namespace
 
-Tensor from_vector(const std::vector<double>& d, const Shape& s, TensorOptions o) { return from_data(d, s, o); }
-Tensor from_vector(const std::vector<float>& d, const Shape& s, TensorOptions o) { return from_data(d, s, o); }
-Tensor from_vector(const std::vector<std::int64_t>& d, const Shape& s, TensorOptions o)
+Tensor from_vector(const std::vector<double>& d, ShapeArg s, TensorOptions o) { return from_data(d, s.get("from_vector"), o); }
+Tensor from_vector(const std::vector<float>& d, ShapeArg s, TensorOptions o) { return from_data(d, s.get("from_vector"), o); }
+Tensor from_vector(const std::vector<std::int64_t>& d, ShapeArg arg, TensorOptions o)
 {
+    const Shape s = arg.get("from_vector");
     if (o.dtype == DType::i64) {  // exact for every int64, not via double
         SPOOL_CHECK(static_cast<std::int64_t>(d.size()) == s.numel(), ShapeError, "from_vector: ", d.size(),
                     " values do not fill shape ", to_string(s), " (", s.numel(), " elements)");
@@ -194,11 +195,11 @@ Tensor from_vector(const std::vector<std::int64_t>& d, const Shape& s, TensorOpt
     }
     return from_data(d, s, o);
 }
-Tensor from_vector(const std::vector<bool>& d, const Shape& s, TensorOptions o) { return from_data(d, s, o); }
+Tensor from_vector(const std::vector<bool>& d, ShapeArg s, TensorOptions o) { return from_data(d, s.get("from_vector"), o); }
 
-Tensor rand(const Shape& shape, TensorOptions o)
+Tensor rand(ShapeArg shape, TensorOptions o)
 {
-    Value v = Value::empty(shape, o.dtype);
+    Value v = Value::empty(shape.get("rand"), o.dtype);
     std::int64_t n = v.numel();
     if (o.dtype == DType::f32) rng::uniform(rng::reserve((n + 3) / 4), v.data<float>(), n);
     else if (o.dtype == DType::f64) rng::uniform(rng::reserve((n + 1) / 2), v.data<double>(), n);
@@ -206,9 +207,9 @@ Tensor rand(const Shape& shape, TensorOptions o)
     return Tensor(std::move(v), o.requires_grad);
 }
 
-Tensor randn(const Shape& shape, TensorOptions o)
+Tensor randn(ShapeArg shape, TensorOptions o)
 {
-    Value v = Value::empty(shape, o.dtype);
+    Value v = Value::empty(shape.get("randn"), o.dtype);
     std::int64_t n = v.numel();
     if (o.dtype == DType::f32) rng::normal(rng::reserve((n + 1) / 2), v.data<float>(), n);
     else if (o.dtype == DType::f64) rng::normal(rng::reserve(n), v.data<double>(), n);
@@ -216,10 +217,10 @@ Tensor randn(const Shape& shape, TensorOptions o)
     return Tensor(std::move(v), o.requires_grad);
 }
 
-Tensor uniform(const Shape& shape, double low, double high, TensorOptions o)
+Tensor uniform(ShapeArg shape, double low, double high, TensorOptions o)
 {
     SPOOL_CHECK(low <= high, ValueError, "uniform: low must be <= high; got ", low, " and ", high);
-    Tensor u = rand(shape, {.dtype = o.dtype});
+    Tensor u = rand(shape.get("uniform"), {.dtype = o.dtype});
     Value v = kernels::add_scalar(kernels::mul_scalar(u.value(), high - low), low);
     return Tensor(std::move(v), o.requires_grad);
 }

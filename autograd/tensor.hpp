@@ -91,23 +91,23 @@ struct TensorOptions {
     bool requires_grad = false;
 };
 
-Tensor empty(const Shape& shape, TensorOptions o = {});
-Tensor zeros(const Shape& shape, TensorOptions o = {});
-Tensor ones(const Shape& shape, TensorOptions o = {});
-Tensor full(const Shape& shape, double value, TensorOptions o = {});
+Tensor empty(ShapeArg shape, TensorOptions o = {});
+Tensor zeros(ShapeArg shape, TensorOptions o = {});
+Tensor ones(ShapeArg shape, TensorOptions o = {});
+Tensor full(ShapeArg shape, double value, TensorOptions o = {});
 Tensor scalar(double value, TensorOptions o = {});
 /// [start, end) with step, like torch.arange; int64 unless o.dtype says otherwise.
 Tensor arange(double start, double end, double step = 1, TensorOptions o = {.dtype = DType::i64});
 Tensor arange(double end, TensorOptions o = {.dtype = DType::i64});
 /// From flat data and a shape (numel must match).
-Tensor from_vector(const std::vector<double>& data, const Shape& shape, TensorOptions o = {});
-Tensor from_vector(const std::vector<float>& data, const Shape& shape, TensorOptions o = {});
-Tensor from_vector(const std::vector<std::int64_t>& data, const Shape& shape, TensorOptions o = {.dtype = DType::i64});
-Tensor from_vector(const std::vector<bool>& data, const Shape& shape, TensorOptions o = {.dtype = DType::b8});
+Tensor from_vector(const std::vector<double>& data, ShapeArg shape, TensorOptions o = {});
+Tensor from_vector(const std::vector<float>& data, ShapeArg shape, TensorOptions o = {});
+Tensor from_vector(const std::vector<std::int64_t>& data, ShapeArg shape, TensorOptions o = {.dtype = DType::i64});
+Tensor from_vector(const std::vector<bool>& data, ShapeArg shape, TensorOptions o = {.dtype = DType::b8});
 /// Uniform [0, 1) and standard normal from the seeded generator (spool::manual_seed).
-Tensor rand(const Shape& shape, TensorOptions o = {});
-Tensor randn(const Shape& shape, TensorOptions o = {});
+Tensor rand(ShapeArg shape, TensorOptions o = {});
+Tensor randn(ShapeArg shape, TensorOptions o = {});
 /// Uniform [low, high).
-Tensor uniform(const Shape& shape, double low, double high, TensorOptions o = {});
+Tensor uniform(ShapeArg shape, double low, double high, TensorOptions o = {});
 
 }  // namespace spool

@@ -76,6 +76,12 @@ void Shape::set(int i, std::int64_t d, const char* op)
     assign(dims.data(), dims.data() + rank_, op);
 }
 
+Shape ShapeArg::get(const char* op) const
+{
+    if (shape_ != nullptr) return *shape_;
+    return Shape(std::vector<std::int64_t>(dims_), op);
+}
+
 std::int64_t Shape::numel() const { return prod(0, rank_); }
 
 std::int64_t Shape::prod(int from, int to) const

@@ -50,6 +50,22 @@ private:
     int rank_ = 0;
 };
 
+/// The shape parameter of the functions that create tensors: a Shape, or dims in braces that
+/// the function validates under its own name, so zeros({1LL << 62}) reports "zeros: …" where
+/// a Shape built at the call site could only say "Shape: …". Holds a reference to its
+/// argument: use it as a parameter only.
+class ShapeArg {
+public:
+    ShapeArg(const Shape& shape) : shape_(&shape) {}  // NOLINT(google-explicit-constructor)
+    ShapeArg(std::initializer_list<std::int64_t> dims) : dims_(dims) {}  // NOLINT
+    /// The shape, dims checked as Shape's constructor checks them, errors naming op.
+    Shape get(const char* op) const;
+
+private:
+    const Shape* shape_ = nullptr;
+    std::initializer_list<std::int64_t> dims_;
+};
+
 /// "(2, 3)"; a scalar prints as "()".
 std::string to_string(const Shape& s);
 std::ostream& operator<<(std::ostream& os, const Shape& s);
