@@ -1,0 +1,73 @@
+// What the benchmark programs say about the machine they ran on: the CPU model, the SIMD
+// kernel spool was compiled for, and the machine's measured fp32 peak (independent FMA
+// chains on the widest vectors, one per thread), so a benchmark can print the fraction of
+// the peak it reached. Header-only, bench-only.
+#pragma once
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+#include "bench/bench_util.hpp"
+
+namespace spool::bench {
+
+inline std::string cpu_model()
+{
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("model name", 0) == 0) {
+            auto colon = line.find(':');
+            return colon == std::string::npos ? line : line.substr(colon + 2);
+        }
+    }
+    return "unknown";
+}
+
+/// The instruction set spool's kernels were compiled for (xsimd's default architecture).
+inline std::string simd_kernel() { return xsimd::default_arch::name(); }
+
+namespace detail {
+/// Seconds for `iters` rounds of 12 independent FMA chains on the widest float vectors.
+inline double fma_chains(long iters, float* sink)
+{
+    using B = xsimd::batch<float>;
+    constexpr int chains = 12;  // enough to cover FMA latency x 2 pipes
+    B acc[chains];
+    for (int c = 0; c < chains; ++c) acc[c] = B(1.0f + 1e-3f * float(c));
+    const B a(0.999999f), b(1e-7f);
+    const double t0 = now_s();
+    for (long i = 0; i < iters; ++i) {
+        for (int c = 0; c < chains; ++c) acc[c] = xsimd::fma(acc[c], a, b);
+    }
+    const double dt = now_s() - t0;
+    B total = acc[0];
+    for (int c = 1; c < chains; ++c) total += acc[c];
+    *sink = xsimd::hadd(total);
+    return dt;
+}
+}  // namespace detail
+
+/// Measured fp32 FLOP/s of `threads` threads running FMA chains at once (best of 5 tries).
+inline double measured_peak_gflops(int threads)
+{
+    constexpr long iters = 20'000'000;
+    const double flops_per_thread = double(iters) * 12 * xsimd::batch<float>::size * 2;
+    double best = 0;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        std::vector<double> secs(static_cast<std::size_t>(threads));
+        std::vector<float> sink(static_cast<std::size_t>(threads));
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] { secs[std::size_t(t)] = detail::fma_chains(iters, &sink[std::size_t(t)]); });
+        for (auto& th : pool) th.join();
+        double slowest = 0;
+        for (double s : secs) slowest = std::max(slowest, s);
+        best = std::max(best, threads * flops_per_thread / slowest / 1e9);
+    }
+    return best;
+}
+
+}  // namespace spool::bench
