@@ -32,13 +32,13 @@ build() {
 echo "fuzz: building $work/fuzz_safetensors with $CXX"
 pids=()
 for s in "${srcs[@]}"; do
-  build "$CXX" "$s" -fopenmp -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all & pids+=($!)
+  build "$CXX" "$s" -pthread -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all & pids+=($!)
 done
 for s in "${gcc_srcs[@]}"; do build g++ "$s" & pids+=($!); done
 for p in "${pids[@]}"; do wait "$p"; done
 objs=()
 for s in "${srcs[@]}" "${gcc_srcs[@]}"; do objs+=("$(obj_of "$s")"); done
-"$CXX" -fopenmp -fsanitize=fuzzer,address,undefined "${objs[@]}" -o "$work/fuzz_safetensors"
+"$CXX" -pthread -fsanitize=fuzzer,address,undefined "${objs[@]}" -o "$work/fuzz_safetensors"
 
 echo "fuzz: $seconds s from tests/fuzz/corpus (new inputs go to $work/corpus)"
 log="$work/fuzz.log"

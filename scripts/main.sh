@@ -8,6 +8,4 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 [ -f build/build.ninja ] || meson setup build --buildtype=release
 ninja -C build examples/train_seq2seq
-# idle OpenMP threads sleep instead of spinning, so a shared CPU does not slow the run down
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 exec build/examples/train_seq2seq "$@"

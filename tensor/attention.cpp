@@ -9,6 +9,7 @@
 #include "tensor/gemm.hpp"
 #include "tensor/kernels.hpp"
 #include "tensor/nn_kernels.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/simd.hpp"
 
 namespace spool::kernels {
@@ -70,12 +71,8 @@ template <class F>
 void for_each_batch(const Dims& d, F body)
 {
     int nt = threads_for(d.B * d.L * d.S * (d.E + d.Ev));
-    if (nt <= 1 || d.B == 1) {
-        for (std::int64_t b = 0; b < d.B; ++b) body(b);
-        return;
-    }
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (std::int64_t b = 0; b < d.B; ++b) body(b);
+    if (d.B == 1) nt = 1;
+    spool::detail::parallel_for(d.B, nt, body);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "tensor/kernels.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/simd.hpp"
 
 namespace spool::kernels {
@@ -81,13 +82,8 @@ void for_each_row(const Plan<N>& p, Row row)
             row(off, n);
         }
     };
-    if (rows * n < parallel_grain || rows == 1) {
-        run(0, rows);
-        return;
-    }
-    int nt = get_num_threads();
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int t = 0; t < nt; ++t) run(rows * t / nt, rows * (t + 1) / nt);
+    const int nt = rows * n < parallel_grain || rows == 1 ? 1 : get_num_threads();
+    spool::detail::parallel_team(nt, [&](int t, int team) { run(rows * t / team, rows * (t + 1) / team); });
 }
 
 /// z[0..n) = f(x, y) with x/y stride 0 (broadcast scalar) or 1.

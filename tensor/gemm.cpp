@@ -1,12 +1,12 @@
 // spool's GEMM: C = alpha * op(A) * op(B) + beta * C, float and double, row-major (see gemm.hpp).
 // BLIS-style: op(B) is packed into L2-sized blocks and op(A) into L1-sized row panels (packing
 // applies the transposes), and a register-blocked xsimd FMA micro-kernel computes MR x NR tiles of
-// C; OpenMP splits C between threads. Small products skip packing and threads (a direct path).
+// C; spool's thread pool (tensor/parallel.hpp) splits C between threads. Small products skip packing and threads (a direct path).
 // Not here: runtime ISA dispatch (the arch is xsimd's compile-time default), complex or mixed types.
 
 #include "tensor/gemm.hpp"
+#include "tensor/parallel.hpp"
 
-#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,8 +81,8 @@ struct Blocking {
 // no blocking): everything fits in L2, and packing A would cost more than it saves (measured: the
 // direct path is ahead up to ~200^3 and level at 256^3).
 constexpr int64_t kDirectFlops = int64_t(192) * 192 * 192;
-// Each thread gets at least this many multiply-adds (~30 us): waking an OpenMP thread costs
-// microseconds with spinning waiters and tens of microseconds with OMP_WAIT_POLICY=passive.
+// Each thread gets at least this many multiply-adds (~30 us): waking a pool thread costs
+// about a microsecond while it spins and tens of microseconds once it sleeps.
 constexpr int64_t kFlopsPerThread = int64_t(128) * 128 * 128;
 
 template <class T>
@@ -92,7 +92,7 @@ constexpr T round_up(T x, T m) { return (x + m - 1) / m * m; }
 
 // Grow-only 64-byte aligned scratch, one pair per thread and element type, so a steady stream of
 // GEMM calls never allocates. Sizes are bounded by the blocking (a B block, ~1 MiB, and an A
-// panel); a failed allocation inside a parallel region ends the program (OpenMP cannot rethrow).
+// panel); a failed allocation inside a parallel region is rethrown to the caller by the pool.
 template <class T>
 class Scratch {
 public:
@@ -484,15 +484,12 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     int nt = get_num_threads();
     // inside a parallel region (e.g. attention over heads) run serially: a nested team would get
     // one thread anyway, after the cost of opening a region
-    if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0) || omp_in_parallel()) nt = 1;
+    if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0) || spool::detail::in_parallel()) nt = 1;
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
     if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc);
 
-#pragma omp parallel num_threads(nt)
-    {
-        // split by the team actually granted (OMP_THREAD_LIMIT, nesting) so no part of C is skipped
-        const Split s = choose_split<T>(M, N, omp_get_num_threads());
-        const int t = omp_get_thread_num();
+    spool::detail::parallel_team(nt, [&](int t, int team) {
+        const Split s = choose_split<T>(M, N, team);
         const int ti = t / s.tn, tj = t % s.tn;
         const int64_t m0 = cut(M, s.tm, ti, Tile<T>::MR), m1 = cut(M, s.tm, ti + 1, Tile<T>::MR);
         const int64_t n0 = cut(N, s.tn, tj, Tile<T>::NR), n1 = cut(N, s.tn, tj + 1, Tile<T>::NR);
@@ -500,7 +497,7 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
             const View<T> a{A.at(m0, 0), A.ld, A.trans}, b{B.at(0, n0), B.ld, B.trans};
             gemm_serial(m1 - m0, n1 - n0, K, alpha, a, b, beta, C + m0 * ldc + n0, ldc);
         }
-    }
+    });
 }
 
 }  // namespace
@@ -526,7 +523,7 @@ void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t 
     const int64_t work = M * N * std::max<int64_t>(K, 1);
     // One gemm per thread when each is too small to split well, or the batch divides evenly; a
     // batch too small to be worth a second thread (decoding one token) stays on this thread.
-    const bool per_item = nt > 1 && batch > 1 && !omp_in_parallel() && batch * work >= 2 * kFlopsPerThread &&
+    const bool per_item = nt > 1 && batch > 1 && !spool::detail::in_parallel() && batch * work >= 2 * kFlopsPerThread &&
                           (work < 4 * nt * kFlopsPerThread || batch % nt == 0 || batch >= 4 * nt);
     if (!per_item) {
         for (int64_t b = 0; b < batch; ++b)
@@ -534,10 +531,10 @@ void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t 
                  C + b * stride_c, ldc);
         return;
     }
-#pragma omp parallel for num_threads(int(std::min<int64_t>(nt, batch))) schedule(static)
-    for (int64_t b = 0; b < batch; ++b)
+    spool::detail::parallel_for(batch, int(std::min<int64_t>(nt, batch)), [&](int64_t b) {
         gemm_serial(M, N, K, alpha, View<T>{A + b * stride_a, lda, trans_a}, View<T>{B + b * stride_b, ldb, trans_b},
                     beta, C + b * stride_c, ldc);
+    });
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "tensor/nn_kernels.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/simd.hpp"
 
 namespace spool::kernels {
@@ -26,8 +27,7 @@ Value layer_norm(const Value& x, std::int64_t D, const Value& weight, const Valu
         T* rs = rstd.data<T>();
         constexpr std::int64_t W = batch<T>::size;
         int nt = threads_for(N * D);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (std::int64_t n = 0; n < N; ++n) {
+        spool::detail::parallel_for(N, nt, [&](std::int64_t n) {
             const T* r = xs + n * D;
             T* o = ys + n * D;
             batch<T> acc(T(0));
@@ -61,7 +61,7 @@ Value layer_norm(const Value& x, std::int64_t D, const Value& weight, const Valu
                 if (b) h += b[i];
                 o[i] = h;
             }
-        }
+        });
         if (saved) *saved = {mean, rstd};
         return y;
     });
@@ -86,8 +86,7 @@ Value layer_norm_backward(const Value& dy, const Value& x, std::int64_t D, const
         // only), then the blocks are added in order: the same bits for every thread count
         const std::int64_t nb = std::min<std::int64_t>(N, 64);
         std::vector<T> part_w(dweight ? nb * D : 0, T(0)), part_b(dbias ? nb * D : 0, T(0));
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (std::int64_t blk = 0; blk < nb; ++blk) {
+        spool::detail::parallel_for(nb, nt, [&](std::int64_t blk) {
             T* pw = dweight ? part_w.data() + blk * D : nullptr;
             T* pb = dbias ? part_b.data() + blk * D : nullptr;
             for (std::int64_t n = blk * N / nb; n < (blk + 1) * N / nb; ++n) {
@@ -111,7 +110,7 @@ Value layer_norm_backward(const Value& dy, const Value& x, std::int64_t D, const
                     dr[i] = r * (gi - a - xh * c);
                 }
             }
-        }
+        });
         auto reduce = [&](std::vector<T>& part, Value* out) {
             if (!out) return;
             *out = Value::zeros(Shape{D}, x.dtype());

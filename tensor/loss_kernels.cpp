@@ -4,6 +4,7 @@
 // gradient row is written — the only [N, C] buffer, with streaming stores when it is large
 // (its cache lines are then not first read from memory). One exp per logit in all.
 #include "tensor/loss_kernels.hpp"
+#include "tensor/parallel.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -80,17 +81,10 @@ template <class F>
 void for_rows(std::int64_t rows, std::int64_t work, bool fence, F body)
 {
     const int nt = rows > 1 ? threads_for(work) : 1;
-    if (nt <= 1) {
-        for (std::int64_t i = 0; i < rows; ++i) body(i);
+    spool::detail::parallel_team(nt, [&](int t, int team) {
+        for (std::int64_t i = rows * t / team; i < rows * (t + 1) / team; ++i) body(i);
         if (fence) store_fence();
-        return;
-    }
-#pragma omp parallel num_threads(nt)
-    {
-#pragma omp for schedule(static)
-        for (std::int64_t i = 0; i < rows; ++i) body(i);
-        if (fence) store_fence();
-    }
+    });
 }
 
 // ---- per-class factors u_c -------------------------------------------------------------------

@@ -5,6 +5,7 @@
 // blocks in a fixed order for the same reason. Scalars are computed in double and cast
 // to the tensor's dtype, as ATen does for Python-float arguments.
 #include "tensor/optim_kernels.hpp"
+#include "tensor/parallel.hpp"
 
 #include <cmath>
 #include <limits>
@@ -33,14 +34,8 @@ void for_slices(const std::vector<std::int64_t>& sizes, std::int64_t align, F&& 
     std::int64_t total = 0;
     for (auto n : sizes) total += round_up(n, align);
     const int nt = threads_for(total);
-    if (nt <= 1) {
-        for (std::size_t k = 0; k < sizes.size(); ++k)
-            if (sizes[k] > 0) body(k, std::int64_t{0}, sizes[k]);
-        return;
-    }
     const std::int64_t chunk = round_up((total + nt - 1) / nt, align);
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-    for (int t = 0; t < nt; ++t) {
+    spool::detail::parallel_team(nt, [&](int t, int) {
         const std::int64_t gb = t * chunk, ge = std::min(total, gb + chunk);
         std::int64_t off = 0;
         for (std::size_t k = 0; k < sizes.size() && off < ge; ++k) {
@@ -49,7 +44,7 @@ void for_slices(const std::vector<std::int64_t>& sizes, std::int64_t align, F&& 
             if (b < e) body(k, b, e);
             off += padded;
         }
-    }
+    });
 }
 
 /// 64 bytes of float32: a multiple of every batch width, and a cache line.
@@ -226,8 +221,7 @@ std::vector<double> block_partials(std::span<const Value* const> xs, const char*
     std::vector<double> part(blocks.size());
     const int nt = threads_for(total);
     const auto nblocks = static_cast<std::int64_t>(blocks.size());
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (std::int64_t i = 0; i < nblocks; ++i) part[i] = f(*blocks[i].x, blocks[i].b, blocks[i].e);
+    spool::detail::parallel_for(nblocks, nt, [&](std::int64_t i) { part[i] = f(*blocks[i].x, blocks[i].b, blocks[i].e); });
     return part;
 }
 

@@ -2,6 +2,7 @@
 // Block b of a draw is philox(counter = offset + b, key = seed): independent of thread
 // count, so a draw splits across threads and gives the same numbers on any machine. The
 // inner loop is written over independent blocks so the compiler vectorises it.
+#include "tensor/parallel.hpp"
 #include "tensor/random.hpp"
 
 #include <cmath>
@@ -53,15 +54,14 @@ void fill(const RngState& s, T* out, std::int64_t n, int per, Conv conv)
     std::int64_t words = n * per, nblocks = (words + 3) / 4;
     std::int64_t nchunks = (nblocks + chunk_blocks - 1) / chunk_blocks;
     int nt = kernels::detail::threads_for(n);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (std::int64_t c = 0; c < nchunks; ++c) {
+    spool::detail::parallel_for(nchunks, nt, [&](std::int64_t c) {
         alignas(64) std::uint32_t buf[4 * chunk_blocks];
         std::int64_t b0 = c * chunk_blocks, nbk = std::min(chunk_blocks, nblocks - b0);
         blocks(s, b0, nbk, buf);
         std::int64_t w0 = b0 * 4, w1 = std::min(words, w0 + nbk * 4);
         // outputs fully inside this chunk (per divides 4, so none straddles chunks)
         for (std::int64_t w = w0; w + per <= w1; w += per) out[w / per] = conv(buf + (w - w0));
-    }
+    });
 }
 
 constexpr double two_pi = 6.283185307179586476925;

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "tensor/kernels.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/simd.hpp"
 
 namespace spool::kernels {
@@ -78,11 +79,10 @@ Value sum(const Value& x, int axis)
         T* ys = y.data<T>();
         int nt = threads_for(outer * n * inner);
         if (inner == 1) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-            for (std::int64_t o = 0; o < outer; ++o) ys[o] = row_sum(xs + o * n, n);
+            spool::detail::parallel_for(outer, nt, [&](std::int64_t o) { ys[o] = row_sum(xs + o * n, n); });
         } else {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-            for (std::int64_t o = 0; o < outer; ++o) col_sum(xs + o * n * inner, ys + o * inner, n, inner);
+            spool::detail::parallel_for(outer, nt,
+                                        [&](std::int64_t o) { col_sum(xs + o * n * inner, ys + o * inner, n, inner); });
         }
         return y;
     });
@@ -245,13 +245,12 @@ Value softmax_impl(const Value& x, int axis, const char* op)
         const T* xs = x.data<T>();
         T* ys = y.data<T>();
         int nt = threads_for(outer * n * inner);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (std::int64_t o = 0; o < outer; ++o) {
+        spool::detail::parallel_for(outer, nt, [&](std::int64_t o) {
             if (inner == 1)
                 softmax_row<T, Log>(xs + o * n, ys + o * n, n);
             else
                 softmax_strided<T, Log>(xs + o * n * inner, ys + o * n * inner, n, inner);
-        }
+        });
         return y;
     });
 }
@@ -268,8 +267,7 @@ Value softmax_backward_impl(const Value& dy, const Value& y, int axis, const cha
         const T* ys = y.data<T>();
         T* d = dx.data<T>();
         int nt = threads_for(outer * n * inner);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (std::int64_t o = 0; o < outer; ++o)
+        spool::detail::parallel_for(outer, nt, [&](std::int64_t o) {
             for (std::int64_t k = 0; k < inner; ++k) {
                 std::int64_t base = o * n * inner + k;
                 T acc = 0;
@@ -282,6 +280,7 @@ Value softmax_backward_impl(const Value& dy, const Value& y, int axis, const cha
                     d[i] = Log ? g[i] - std::exp(ys[i]) * acc : ys[i] * (g[i] - acc);
                 }
             }
+        });
         return dx;
     });
 }

@@ -1,8 +1,7 @@
 // Internal to tensor/*.cpp: xsimd helpers shared by the kernels — a map over a span
-// with a SIMD body and a tail, float/double dispatch, and the OpenMP threshold.
+// with a SIMD body and a tail, float/double dispatch, and the threading threshold.
 // Never included by public headers (xsimd is heavy to compile).
 #pragma once
-#include <omp.h>
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <cstring>
 
 #include "tensor/errors.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/threads.hpp"
 #include "tensor/value.hpp"
 
@@ -22,22 +22,17 @@ inline constexpr std::int64_t parallel_grain = 1 << 15;
 
 inline int threads_for(std::int64_t work) { return work >= parallel_grain ? get_num_threads() : 1; }
 
-/// body(begin, end) over [0, n) in chunks that are multiples of W; one thread (no OpenMP
+/// body(begin, end) over [0, n) in chunks that are multiples of W; one thread (no parallel
 /// region at all, which costs more than a small kernel) below the grain.
 template <class F>
 void parallel_range(std::int64_t n, std::int64_t W, F body)
 {
     int nt = threads_for(n);
-    if (nt <= 1) {
-        body(std::int64_t{0}, n);
-        return;
-    }
     std::int64_t chunk = (n / nt + W - 1) / W * W;
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-    for (int t = 0; t < nt; ++t) {
+    spool::detail::parallel_team(nt, [&](int t, int) {
         std::int64_t b = std::min(n, t * chunk), e = std::min(n, b + chunk);
         if (b < e) body(b, e);
-    }
+    });
 }
 
 /// y[i] = f(x[i]). f is a generic lambda called with batch<T>; the tail goes through a

@@ -10,14 +10,12 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "tensor/gemm.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/threads.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -214,23 +212,35 @@ TEST_CASE_TEMPLATE("gemm_batched: per-item results, broadcast operands (stride 0
             }
 }
 
-#ifdef _OPENMP
-TEST_CASE("gemm: called from inside a parallel region")
+TEST_CASE("gemm: called from inside a parallel region, and from two user threads at once")
 {
-    // a gemm large enough to thread, run by each thread of an outer team, must still compute all of C
+    // a gemm large enough to thread must compute all of C when it runs nested inside one of
+    // spool's parallel regions (it runs serially there) and when two user threads call it at
+    // once (the second runs serially while the first holds the pool)
     ThreadScope scope(2);
     std::mt19937 gen(5);
     const int64_t M = 260, N = 200, K = 160, items = 4;  // above the threading threshold
     const auto A = random_vector<float>(std::size_t(M * K), gen), B = random_vector<float>(std::size_t(K * N), gen);
-    std::vector<float> want(std::size_t(M * N)), C(std::size_t(items * M * N), std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> want(std::size_t(M * N));
     gemm_reference(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, want.data(), N);
-#pragma omp parallel for num_threads(2)
-    for (int64_t i = 0; i < items; ++i)
+    auto one = [&](std::vector<float>& C, int64_t i) {
         gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data() + i * M * N, N);
-    for (int64_t i = 0; i < items; ++i) {
-        INFO("item " << i);
-        expect_close(std::vector<float>(C.begin() + i * M * N, C.begin() + (i + 1) * M * N), want, M, N, N,
-                     tolerance(K, 1.0f, 0.0f));
+    };
+    auto check = [&](const std::vector<float>& C) {
+        for (int64_t i = 0; i < items; ++i) {
+            INFO("item " << i);
+            expect_close(std::vector<float>(C.begin() + i * M * N, C.begin() + (i + 1) * M * N), want, M, N, N,
+                         tolerance(K, 1.0f, 0.0f));
+        }
+    };
+    std::vector<float> nested(std::size_t(items * M * N), std::numeric_limits<float>::quiet_NaN());
+    spool::detail::parallel_for(items, 2, [&](int64_t i) { one(nested, i); });
+    check(nested);
+    std::vector<float> concurrent(std::size_t(items * M * N), std::numeric_limits<float>::quiet_NaN());
+    for (int round = 0; round < 20; ++round) {
+        std::thread other([&] { one(concurrent, 0), one(concurrent, 1); });
+        one(concurrent, 2), one(concurrent, 3);
+        other.join();
     }
+    check(concurrent);
 }
-#endif
