@@ -2,13 +2,14 @@
 // ("T-small": shared embedding x sqrt(d) + sinusoidal positions, post-norm Transformer,
 // generator tied to the embedding, cross-entropy with label smoothing 0.1, Adam (0.9, 0.98,
 // 1e-9) with Noam warm-up), written against spool's public API and, when built with
-// libtorch-dev, the same model in LibTorch. Every dimension is an option.
+// libtorch-dev, the same model in LibTorch (train_step_torch, beside this program). Every
+// dimension is an option.
 //
 // The parent process measures the machine's fp32 peak, then runs each configuration in a
-// child process of its own (this program again, with --child), interleaving spool and
-// LibTorch round by round, so each gets its own peak RSS (wait4) and neither inherits the
-// other's thread pools. spool children run in the environment as given, minus
-// OMP_WAIT_POLICY/GOMP_SPINCOUNT (spool's defaults are what is measured); LibTorch children
+// child process of its own (spool: this program again, with --child; LibTorch:
+// train_step_torch), interleaving spool and LibTorch round by round, so each gets its own
+// peak RSS (wait4) and neither inherits the other's thread pools or libraries. spool
+// children run in the environment as given, minus OMP_WAIT_POLICY/GOMP_SPINCOUNT; LibTorch children
 // get OMP_WAIT_POLICY=passive, its best setting on these machines, and at 2 threads both
 // "2/2" and "1/2" (ATen OpenMP threads / OpenBLAS threads) — the better one is the peer.
 // Debian's OpenBLAS may not know the CPU and fall back to generic kernels ("Prescott"):
@@ -37,73 +38,12 @@
 
 #include "bench/bench_util.hpp"
 #include "bench/machine.hpp"
+#include "bench/train_step.hpp"
 #include "spool.hpp"
 
-#ifdef SPOOL_HAVE_TORCH
-#include <torch/torch.h>
-#ifdef SPOOL_HAVE_OPENBLAS
-extern "C" void openblas_set_num_threads(int);
-extern "C" char* openblas_get_corename();
-#endif
-#endif
-
-using spool::bench::now_s;
+using namespace spool::bench;
 
 namespace {
-
-struct Config {
-    std::int64_t vocab = 1000, d_model = 256, heads = 4, layers = 2, ff = 1024;
-    std::int64_t src_len = 64, tgt_len = 64, batch = 32, warmup_steps = 400;
-    double dropout = 0.1, smoothing = 0.1;
-    int steps = 10, warmup = 3, rounds = 3;
-};
-
-/// Matrix-multiply FLOPs of one forward pass (2 per multiply-add): projections, attention
-/// scores and weighted sums, feed-forward, generator. A step is 3x: backward computes the
-/// gradient of both operands of every product.
-double forward_flops(const Config& c)
-{
-    const double D = double(c.d_model), F = double(c.ff), N = double(c.batch);
-    const double S = double(c.src_len), T = double(c.tgt_len), V = double(c.vocab);
-    const double enc = N * S * 2 * (4 * D * D + 2 * D * F) + 2 * 2 * N * S * S * D;
-    const double dec_self = N * T * 2 * (4 * D * D) + 2 * 2 * N * T * T * D;
-    const double dec_cross = N * T * 2 * (2 * D * D) + N * S * 2 * (2 * D * D) + 2 * 2 * N * T * S * D;
-    const double dec_ff = N * T * 2 * (2 * D * F);
-    return double(c.layers) * (enc + dec_self + dec_cross + dec_ff) + N * T * 2 * D * V;
-}
-
-/// One batch of token ids, the same for both implementations: src [S, N], tgt [T + 1, N]
-/// (input is rows 0..T-1, output rows 1..T), ids in [3, vocab).
-struct Batch {
-    std::vector<std::int64_t> src, tgt;
-};
-
-std::vector<Batch> make_batches(const Config& c, int count)
-{
-    std::mt19937_64 gen(42);
-    std::uniform_int_distribution<std::int64_t> id(3, c.vocab - 1);
-    std::vector<Batch> out(static_cast<std::size_t>(count));
-    for (auto& b : out) {
-        for (std::int64_t i = 0; i < c.src_len * c.batch; ++i) b.src.push_back(id(gen));
-        for (std::int64_t i = 0; i < (c.tgt_len + 1) * c.batch; ++i) b.tgt.push_back(id(gen));
-    }
-    return out;
-}
-
-double noam(const Config& c, int step)  // step >= 1, factor 1
-{
-    return std::pow(double(c.d_model), -0.5) * std::min(std::pow(step, -0.5), step * std::pow(double(c.warmup_steps), -1.5));
-}
-
-struct StepTimes {
-    double fwd, bwd, opt, loss;
-};
-
-void print_step(const StepTimes& t)
-{
-    std::printf("STEP %.6f %.6f %.6f %.6f\n", t.fwd, t.bwd, t.opt, t.loss);
-    std::fflush(stdout);
-}
 
 // ---- spool ---------------------------------------------------------------------------------------
 
@@ -148,94 +88,6 @@ void run_spool(const Config& c, int threads)
     }
 }
 
-// ---- LibTorch ------------------------------------------------------------------------------------
-
-#ifdef SPOOL_HAVE_TORCH
-struct TorchModel : torch::nn::Module {
-    torch::nn::Embedding embed{nullptr};
-    torch::nn::Transformer transformer{nullptr};
-    torch::nn::Dropout drop{nullptr};
-    torch::Tensor gen_bias, pe;
-    double scale;
-
-    explicit TorchModel(const Config& c) : scale(std::sqrt(double(c.d_model)))
-    {
-        embed = register_module("embed", torch::nn::Embedding(c.vocab, c.d_model));
-        torch::NoGradGuard ng;
-        embed->weight.normal_(0.0, 1.0 / scale);  // as spool's Seq2SeqTransformer
-        transformer = register_module(
-            "transformer", torch::nn::Transformer(torch::nn::TransformerOptions(c.d_model, c.heads)
-                                                      .num_encoder_layers(c.layers)
-                                                      .num_decoder_layers(c.layers)
-                                                      .dim_feedforward(c.ff)
-                                                      .dropout(c.dropout)));
-        drop = register_module("drop", torch::nn::Dropout(c.dropout));
-        gen_bias = register_parameter("gen_bias", torch::zeros({c.vocab}));
-        const std::int64_t L = std::max(c.src_len, c.tgt_len);
-        pe = torch::zeros({L, c.d_model});
-        auto pos = torch::arange(0, L).unsqueeze(1).to(torch::kFloat);
-        auto div = torch::exp(torch::arange(0, c.d_model, 2).to(torch::kFloat) * (-std::log(10000.0) / double(c.d_model)));
-        using torch::indexing::None, torch::indexing::Slice;
-        pe.index_put_({Slice(), Slice(0, None, 2)}, torch::sin(pos * div));
-        pe.index_put_({Slice(), Slice(1, None, 2)}, torch::cos(pos * div));
-        pe = pe.unsqueeze(1);
-    }
-    torch::Tensor embed_ids(const torch::Tensor& ids)
-    {
-        return drop(embed(ids) * scale + pe.slice(0, 0, ids.size(0)));
-    }
-    torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& tgt)
-    {
-        auto T = tgt.size(0);
-        auto mask = torch::triu(torch::full({T, T}, -INFINITY), 1);
-        auto out = transformer->forward(embed_ids(src), embed_ids(tgt), torch::Tensor(), mask);
-        return torch::nn::functional::linear(out, embed->weight, gen_bias);
-    }
-};
-
-void run_torch(const Config& c, int aten_threads, int blas_threads)
-{
-    torch::set_num_threads(aten_threads);
-#ifdef SPOOL_HAVE_OPENBLAS
-    openblas_set_num_threads(blas_threads);  // LibTorch's GEMMs run in OpenBLAS's own pool
-#else
-    (void)blas_threads;
-#endif
-#ifdef SPOOL_HAVE_OPENBLAS
-    std::printf("CORE %s\n", openblas_get_corename());
-#endif
-    torch::manual_seed(0);
-    auto model = std::make_shared<TorchModel>(c);
-    model->train();
-    torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1.0).betas({0.9, 0.98}).eps(1e-9));
-    const auto batches = make_batches(c, 4);
-    namespace F = torch::nn::functional;
-    for (int s = 0; s < c.warmup + c.steps; ++s) {
-        for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(noam(c, s + 1));
-        const Batch& b = batches[std::size_t(s) % batches.size()];
-        auto src = torch::tensor(b.src, torch::kLong).view({c.src_len, c.batch});
-        auto tgt = torch::tensor(b.tgt, torch::kLong).view({c.tgt_len + 1, c.batch});
-        auto tgt_in = tgt.slice(0, 0, c.tgt_len), tgt_out = tgt.slice(0, 1, c.tgt_len + 1);
-        StepTimes t{};
-        const double t0 = now_s();
-        auto logits = model->forward(src, tgt_in);
-        auto loss = F::cross_entropy(logits.reshape({-1, c.vocab}), tgt_out.reshape({-1}),
-                                     F::CrossEntropyFuncOptions().label_smoothing(c.smoothing));
-        t.loss = loss.item<double>();
-        const double t1 = now_s();
-        loss.backward();
-        const double t2 = now_s();
-        opt.step();
-        opt.zero_grad();
-        const double t3 = now_s();
-        t.fwd = t1 - t0;
-        t.bwd = t2 - t1;
-        t.opt = t3 - t2;
-        if (s >= c.warmup) print_step(t);
-    }
-}
-#endif
-
 // ---- the parent: children, contention, statistics ---------------------------------------------------
 
 struct Run {
@@ -250,6 +102,7 @@ struct Samples {
 };
 
 std::vector<std::string> g_forward_args;  // dimension options, passed on to children
+std::string g_self, g_peer;               // this program; the LibTorch program ("" = not built)
 std::string g_openblas_core;              // OPENBLAS_CORETYPE for LibTorch children ("" = OpenBLAS's choice)
 std::string g_peer_core = "none";         // the kernel set the LibTorch children reported
 
@@ -283,12 +136,15 @@ void run_child(const Run& r, Samples& out)
             setenv("OMP_WAIT_POLICY", "passive", 1);
             if (!g_openblas_core.empty()) setenv("OPENBLAS_CORETYPE", g_openblas_core.c_str(), 1);
         }
-        std::vector<std::string> args{"/proc/self/exe", "--child", r.impl, "--setting", r.setting};
+        const std::string& program = r.impl == "spool" ? g_self : g_peer;
+        std::vector<std::string> args{program};
+        if (r.impl == "spool") args.insert(args.end(), {"--child", "spool"});
+        args.insert(args.end(), {"--setting", r.setting});
         args.insert(args.end(), g_forward_args.begin(), g_forward_args.end());
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
-        execv("/proc/self/exe", argv.data());
+        execv(program.c_str(), argv.data());
         _exit(127);
     }
     close(fds[1]);
@@ -335,13 +191,6 @@ void stop_competitor(pid_t pid)
     waitpid(pid, nullptr, 0);
 }
 
-int parse_setting_threads(const std::string& s, int which)  // "a/b" -> a (which 0) or b
-{
-    const auto slash = s.find('/');
-    if (slash == std::string::npos) return std::atoi(s.c_str());
-    return std::atoi(which == 0 ? s.substr(0, slash).c_str() : s.substr(slash + 1).c_str());
-}
-
 std::vector<int> parse_list(const std::string& s)
 {
     std::vector<int> out;
@@ -356,6 +205,28 @@ void usage()
               "           [--keep-openblas-core]\n"
               "           [--vocab 1000] [--d-model 256] [--heads 4] [--layers 2] [--ff 1024] [--src-len 64]\n"
               "           [--tgt-len 64] [--batch 32] [--dropout 0.1] [--quick]");
+}
+
+/// This program's path, and the LibTorch peer's beside it if it was built.
+void find_programs()
+{
+    char buf[4096];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    g_self = n > 0 ? std::string(buf, std::size_t(n)) : "/proc/self/exe";
+    const std::string peer = g_self.substr(0, g_self.rfind('/') + 1) + "train_step_torch";
+    if (access(peer.c_str(), X_OK) == 0) g_peer = peer;
+}
+
+/// The kernel set the peer's OpenBLAS picks on its own (the peer run with --probe).
+std::string probe_peer_core()
+{
+    FILE* p = popen(("'" + g_peer + "' --probe").c_str(), "r");
+    if (p == nullptr) return "unknown";
+    char line[256] = {};
+    std::string core = std::fgets(line, sizeof line, p) ? line : "unknown";
+    pclose(p);
+    core.erase(core.find_last_not_of(" \n") + 1);
+    return core;
 }
 
 }  // namespace
@@ -375,16 +246,9 @@ int main(int argc, char** argv)
             }
             return argv[++i];
         };
-        auto dim = [&](std::int64_t& field) {
-            const std::string v = next();
-            field = std::atoll(v.c_str());
-            g_forward_args.insert(g_forward_args.end(), {a, v});
-        };
         if (a == "--child") child = next();
         else if (a == "--setting") setting = next();
         else if (a == "--threads") thread_counts = parse_list(next());
-        else if (a == "--steps") c.steps = std::atoi(next().c_str());
-        else if (a == "--warmup") c.warmup = std::atoi(next().c_str());
         else if (a == "--rounds") c.rounds = std::atoi(next().c_str());
         else if (a == "--contention") contention = true;
         else if (a == "--no-peer") peer = false;
@@ -394,23 +258,11 @@ int main(int argc, char** argv)
             c.warmup = 1;
             c.rounds = 1;
         }
-        else if (a == "--vocab") dim(c.vocab);
-        else if (a == "--d-model") dim(c.d_model);
-        else if (a == "--heads") dim(c.heads);
-        else if (a == "--layers") dim(c.layers);
-        else if (a == "--ff") dim(c.ff);
-        else if (a == "--src-len") dim(c.src_len);
-        else if (a == "--tgt-len") dim(c.tgt_len);
-        else if (a == "--batch") dim(c.batch);
-        else if (a == "--dropout") {
-            const std::string v = next();
-            c.dropout = std::atof(v.c_str());
-            g_forward_args.insert(g_forward_args.end(), {a, v});
-        }
         else if (a == "--help" || a == "-h") {
             usage();
             return 0;
-        } else {
+        }
+        else if (!parse_common(a, next, c, &g_forward_args)) {
             std::fprintf(stderr, "train_step: unknown option %s\n", a.c_str());
             usage();
             return 2;
@@ -420,21 +272,15 @@ int main(int argc, char** argv)
     g_forward_args.insert(g_forward_args.end(), {"--steps", std::to_string(c.steps), "--warmup", std::to_string(c.warmup)});
 
     if (child == "spool") {
-        run_spool(c, parse_setting_threads(setting, 0));
+        run_spool(c, std::atoi(setting.c_str()));
         return 0;
     }
-#ifdef SPOOL_HAVE_TORCH
-    if (child == "libtorch") {
-        run_torch(c, parse_setting_threads(setting, 0), parse_setting_threads(setting, 1));
-        return 0;
-    }
-#else
-    peer = false;
-#endif
     if (!child.empty()) {
         std::fprintf(stderr, "train_step: unknown child %s\n", child.c_str());
         return 2;
     }
+    find_programs();
+    if (g_peer.empty()) peer = false;
 
     std::map<int, double> peak;
     for (int t : thread_counts) peak[t] = spool::bench::measured_peak_gflops(t);
@@ -442,11 +288,11 @@ int main(int argc, char** argv)
     {
         spool::bench::Json j("machine");
         j.str("cpu", spool::bench::cpu_model()).str("spool_kernel", spool::bench::simd_kernel());
-#if defined(SPOOL_HAVE_TORCH) && defined(SPOOL_HAVE_OPENBLAS)
-        j.str("openblas_detected", openblas_get_corename());
-        if (peer && !keep_openblas_core) g_openblas_core = best_openblas_core(openblas_get_corename());
-        j.str("openblas_coretype_set", g_openblas_core.empty() ? "no" : g_openblas_core);
-#endif
+        if (peer) {
+            const std::string detected = probe_peer_core();
+            if (!keep_openblas_core) g_openblas_core = best_openblas_core(detected);
+            j.str("openblas_detected", detected).str("openblas_coretype_set", g_openblas_core.empty() ? "no" : g_openblas_core);
+        }
         for (int t : thread_counts) j.num(("peak_gflops_" + std::to_string(t)).c_str(), peak[t]);
         j.num("step_gflop", step_gflop).num("tokens_per_step", double(c.batch * c.tgt_len));
         j.print();
