@@ -2,8 +2,11 @@
 // JSON-line printing. Timing lives here, never in tests.
 #pragma once
 #include <algorithm>
+#include <sys/utsname.h>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -63,5 +66,22 @@ public:
 private:
     std::string out_;
 };
+
+/// The machine a benchmark ran on: /proc/cpuinfo's first "model name" and the kernel release.
+inline Json machine_line(const char* bench)
+{
+    std::string model = "unknown", line;
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    while (std::getline(cpuinfo, line))
+        if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+            model = line.substr(line.find(':') + 2);
+            break;
+        }
+    utsname u{};
+    const std::string kernel = uname(&u) == 0 ? std::string(u.sysname) + " " + u.release : "unknown";
+    Json j(bench);
+    j.str("cpu", model).str("kernel", kernel);
+    return j;
+}
 
 }  // namespace spool::bench
