@@ -4,7 +4,7 @@
 // allocator's peak bytes and the process's peak RSS during one iteration. The blockwise path
 // is the default; --path materialised (or both) runs the old path that keeps the [L, S]
 // probabilities, interleaved with the blockwise one. Flags: --lengths 512,1024,...,
-// --iters N, --threads N, --path blockwise|materialised|both.
+// --iters N, --threads N, --batch N, --path blockwise|materialised|both, --block_q N, --block_k N (tiles).
 #include <malloc.h>
 
 #include <cstdlib>
@@ -24,6 +24,7 @@ using spool::bench::now_s;
 namespace {
 
 constexpr std::int64_t H = 4, D = 64;
+std::int64_t N = 1;  // batch (--batch)
 
 /// Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM).
 void reset_peak_rss()
@@ -56,7 +57,7 @@ Inputs inputs(std::int64_t T)
 {
     manual_seed(1);
     TensorOptions o{.requires_grad = true};
-    return {randn({1, H, T, D}, o), randn({1, H, T, D}, o), randn({1, H, T, D}, o)};
+    return {randn({N, H, T, D}, o), randn({N, H, T, D}, o), randn({N, H, T, D}, o)};
 }
 
 /// One forward + backward; returns seconds.
@@ -108,17 +109,21 @@ int main(int argc, char** argv)
     std::vector<std::int64_t> lengths{512, 1024, 2048, 4096, 8192};
     int iters = 5, threads = get_num_threads();
     std::string path = "blockwise";
+    auto blk = kernels::attention_blocking();
     for (int i = 1; i + 1 < argc; ++i) {
         if (std::strcmp(argv[i], "--lengths") == 0) lengths = parse_lengths(argv[++i]);
         else if (std::strcmp(argv[i], "--iters") == 0) iters = std::max(1, std::atoi(argv[++i]));
         else if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[++i]);
         else if (std::strcmp(argv[i], "--path") == 0) path = argv[++i];
+        else if (std::strcmp(argv[i], "--batch") == 0) N = std::max(1LL, std::atoll(argv[++i]));
+        else if (std::strcmp(argv[i], "--block_q") == 0) blk.block_q = std::atoll(argv[++i]);
+        else if (std::strcmp(argv[i], "--block_k") == 0) blk.block_k = std::atoll(argv[++i]);
     }
+    kernels::set_attention_blocking(blk);
     set_num_threads(threads);
     std::vector<bool> paths;
     if (path == "blockwise" || path == "both") paths.push_back(true);
     if (path == "materialised" || path == "both") paths.push_back(false);
-    const auto blk = kernels::attention_blocking();
     bench::machine_line("attention_long")
         .num("threads", threads)
         .num("block_q", static_cast<double>(blk.block_q))
@@ -141,13 +146,13 @@ int main(int argc, char** argv)
             }
         // causal attention's multiply-adds: forward 2 GEMMs over the L x L / 2 scores, backward
         // twice that (PyTorch's accounting: the recompute in backward is not counted)
-        const double flop = 3.0 * 2 * 2 * H * D * static_cast<double>(T) * static_cast<double>(T) / 2;
+        const double flop = 3.0 * 2 * 2 * static_cast<double>(N) * H * D * static_cast<double>(T) * static_cast<double>(T) / 2;
         for (std::size_t i = 0; i < paths.size(); ++i) {
             const auto s = bench::stats_of(ms[i]);
             bench::Json j("attention_long");
             j.str("path", paths[i] ? "blockwise" : "materialised")
                 .num("seq_len", static_cast<double>(T))
-                .num("batch", 1)
+                .num("batch", static_cast<double>(N))
                 .num("heads", H)
                 .num("head_dim", D)
                 .num("iters", iters)

@@ -69,8 +69,22 @@ void mask_tile(T* St, std::int64_t ld, std::int64_t nq, std::int64_t nk, std::in
 template <class T>
 T row_max_nan(const T* row, std::int64_t n)
 {
-    T mx = -std::numeric_limits<T>::infinity();
-    for (std::int64_t j = 0; j < n; ++j) mx = row[j] > mx || std::isnan(row[j]) ? row[j] : mx;
+    constexpr std::int64_t W = batch<T>::size;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    batch<T> bm(ninf);
+    xsimd::batch_bool<T> nan(false);
+    std::int64_t j = 0;
+    for (; j + W <= n; j += W) {
+        const batch<T> v = batch<T>::load_unaligned(row + j);
+        bm = xsimd::max(bm, v);
+        nan = nan | xsimd::isnan(v);
+    }
+    if (xsimd::any(nan)) return std::numeric_limits<T>::quiet_NaN();
+    alignas(64) T lanes[W];
+    bm.store_aligned(lanes);
+    T mx = ninf;
+    for (std::int64_t l = 0; l < W; ++l) mx = std::max(mx, lanes[l]);
+    for (; j < n; ++j) mx = row[j] > mx || std::isnan(row[j]) ? row[j] : mx;
     return mx;
 }
 

@@ -119,7 +119,11 @@ TEST_CASE("blockwise attention at the default tile sizes: partial tiles, L != S,
     for (bool causal : {false, true})
         for (double p : {0.0, 0.2}) {
             Case c{"default tiles", 70, 150, [=](DType) { return SdpaOptions{.dropout_p = p, .is_causal = causal}; }};
-            Run tiled = run(c, f32, 8, 5), whole;
+            Run tiled, whole;
+            {
+                WithBlocking b({.min_scores = 0});
+                tiled = run(c, f32, 8, 5);
+            }
             {
                 WithBlocking b({.min_scores = never});
                 whole = run(c, f32, 8, 5);
@@ -201,5 +205,6 @@ TEST_CASE("set_attention_blocking rejects bad tile sizes")
 {
     CHECK(test::message_of<ValueError>([] { kernels::set_attention_blocking({.block_q = 0}); }) ==
           "set_attention_blocking: block sizes must be >= 1 and min_scores >= 0; got block_q 0, block_k 128 and "
-          "min_scores 0");
+          "min_scores 16384");
+    CHECK(kernels::attention_blocking().block_q == 64);  // unchanged by the rejected call
 }
