@@ -92,7 +92,8 @@ Tensor layer_norm(const Tensor& x, const std::vector<std::int64_t>& normalized_s
 
 // scaled_dot_product_attention(q, k, v) -> O = dropout(softmax(scale q kᵀ + mask)) v, and the
 // weights A' = dropout(softmax(...)) when asked
-//   backward in kernels::attention_backward                     saves q, k, v, probabilities
+//   backward in kernels::attention_backward: saves q, k, v and either (need_weights) the
+//   probabilities, or (blockwise, the default) the output and each row's log-sum-exp
 AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, const Tensor& v,
                                              const SdpaOptions& o)
 {
@@ -148,25 +149,28 @@ AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, 
 
     Value q3 = q.value().view(Shape{B, L, E}), k3 = kk.value().view(Shape{B, S, E}), v3 = v.value().view(Shape{B, S, Ev});
     k::AttentionSaved saved;
-    Value out = k::attention(q3, k3, v3, am, scale, o.dropout_p, &saved);
+    Value out = k::attention(q3, k3, v3, am, scale, o.dropout_p, o.need_weights, &saved);
     Shape os = q.shape(), ws = q.shape();
     os.set(r - 1, Ev, op);
     ws.set(r - 1, S, op);
     std::vector<Value> outs{out.view(os)};
     if (o.need_weights) outs.push_back((saved.dropped.defined() ? saved.dropped : saved.probs).view(ws));
-    auto res = record_multi(
-        OpKind::Attention, {q, kk, v}, std::move(outs),
-        [q3, k3, v3, scale, saved, qs = q.shape(), ks = kk.shape(), vs = v.shape(), B, L, S, Ev](
-            const std::vector<Value>& d, Grads& dx) {
-            Value dout = d[0].defined() ? d[0].view(Shape{B, L, Ev}) : Value();
-            Value dw = d.size() > 1 && d[1].defined() ? d[1].view(Shape{B, L, S}) : Value();
-            Value dq, dk, dv;
-            k::attention_backward(dout, dw, q3, k3, v3, scale, saved, &dq, &dk, &dv);
-            if (dx.needs(0)) dx.add(0, dq.view(qs));
-            if (dx.needs(1)) dx.add(1, dk.view(ks));
-            if (dx.needs(2)) dx.add(2, dv.view(vs));
-        },
-        {q3, k3, v3, saved.probs, saved.dropped});
+    auto backward = [q3, k3, v3, scale, saved, qs = q.shape(), ks = kk.shape(), vs = v.shape(), B, L, S, Ev](
+                        const std::vector<Value>& d, Grads& dx) {
+        Value dout = d[0].defined() ? d[0].view(Shape{B, L, Ev}) : Value();
+        Value dw = d.size() > 1 && d[1].defined() ? d[1].view(Shape{B, L, S}) : Value();
+        Value dq, dk, dv;
+        k::attention_backward(dout, dw, q3, k3, v3, scale, saved, &dq, &dk, &dv);
+        if (dx.needs(0)) dx.add(0, dq.view(qs));
+        if (dx.needs(1)) dx.add(1, dk.view(ks));
+        if (dx.needs(2)) dx.add(2, dv.view(vs));
+    };
+    // blockwise: O(L) statistics besides the output; materialised: the [B, L, S] probabilities
+    auto res = saved.blockwise()
+                   ? record_multi(OpKind::Attention, {q, kk, v}, std::move(outs), backward,
+                                  {q3, k3, v3, saved.out, saved.lse})
+                   : record_multi(OpKind::Attention, {q, kk, v}, std::move(outs), backward,
+                                  {q3, k3, v3, saved.probs, saved.dropped});
     return {res[0], o.need_weights ? res[1] : Tensor()};
 }
 

@@ -1,9 +1,12 @@
 // Shared by the benchmark programs: a monotonic clock, medians with min and max, and
 // JSON-line printing. Timing lives here, never in tests.
 #pragma once
+#include <sys/utsname.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -63,5 +66,40 @@ public:
 private:
     std::string out_;
 };
+
+/// /proc/cpuinfo's first "model name".
+inline std::string cpu_model()
+{
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    for (std::string line; std::getline(cpuinfo, line);)
+        if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 2);
+    return "unknown";
+}
+
+/// The instruction set spool's kernels were compiled for (what xsimd's default arch follows).
+inline const char* simd_kernel()
+{
+#if defined(__AVX512BW__)
+    return "avx512bw";
+#elif defined(__AVX512F__)
+    return "avx512f";
+#elif defined(__AVX2__) && defined(__FMA__)
+    return "fma3<avx2>";
+#elif defined(__AVX__)
+    return "avx";
+#else
+    return "sse2";
+#endif
+}
+
+/// The machine a benchmark ran on: CPU model, spool's SIMD kernel, the OS kernel release.
+inline Json machine_line(const char* bench)
+{
+    utsname u{};
+    const std::string os = uname(&u) == 0 ? std::string(u.sysname) + " " + u.release : "unknown";
+    Json j(bench);
+    j.str("cpu", cpu_model()).str("spool_kernel", simd_kernel()).str("os", os);
+    return j;
+}
 
 }  // namespace spool::bench

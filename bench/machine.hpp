@@ -1,9 +1,7 @@
-// What the benchmark programs say about the machine they ran on: the CPU model, the SIMD
-// kernel spool was compiled for, and the machine's measured fp32 peak (independent FMA
-// chains on the widest vectors, one per thread), so a benchmark can print the fraction of
-// the peak it reached. Header-only, bench-only.
+// The machine's measured fp32 peak (independent FMA chains on the widest vectors, one per
+// thread), so a benchmark can print the fraction of the peak it reached. Header-only,
+// bench-only; the CPU model and kernel names are in bench_util.hpp.
 #pragma once
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,21 +11,6 @@
 #include "bench/bench_util.hpp"
 
 namespace spool::bench {
-
-inline std::string cpu_model()
-{
-    std::ifstream in("/proc/cpuinfo");
-    for (std::string line; std::getline(in, line);) {
-        if (line.rfind("model name", 0) == 0) {
-            auto colon = line.find(':');
-            return colon == std::string::npos ? line : line.substr(colon + 2);
-        }
-    }
-    return "unknown";
-}
-
-/// The instruction set spool's kernels were compiled for (xsimd's default architecture).
-inline std::string simd_kernel() { return xsimd::default_arch::name(); }
 
 namespace detail {
 /// Seconds for `iters` rounds of 12 independent FMA chains on the widest float vectors.

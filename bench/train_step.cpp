@@ -286,8 +286,7 @@ int main(int argc, char** argv)
     for (int t : thread_counts) peak[t] = spool::bench::measured_peak_gflops(t);
     const double step_gflop = 3 * forward_flops(c) / 1e9;
     {
-        spool::bench::Json j("machine");
-        j.str("cpu", spool::bench::cpu_model()).str("spool_kernel", spool::bench::simd_kernel());
+        spool::bench::Json j = machine_line("machine");
         if (peer) {
             const std::string detected = probe_peer_core();
             if (!keep_openblas_core) g_openblas_core = best_openblas_core(detected);
@@ -323,7 +322,7 @@ int main(int argc, char** argv)
                 const auto st = stats_of(samples[i].step);
                 spool::bench::Json j("train_step");
                 j.str("impl", runs[i].impl).str("threads", runs[i].setting).str("load", contended ? "contended" : "idle");
-                j.str("kernel", runs[i].impl == "spool" ? spool::bench::simd_kernel() : "openblas " + g_peer_core);
+                j.str("kernel", runs[i].impl == "spool" ? std::string(simd_kernel()) : "openblas " + g_peer_core);
                 j.stats("ms", st);
                 j.num("tokens_per_s", double(c.batch * c.tgt_len) / (st.median / 1e3));
                 const double gflops = step_gflop / (st.median / 1e3);

@@ -1,7 +1,10 @@
-// Scaled dot-product attention, fused: per flattened batch index b (batch x heads) two
-// GEMMs around a masked row softmax, optionally dropout on the probabilities. The
-// probabilities are kept for backward ([B, L, S]); a memory-efficient recompute path can
-// come later. Batches run in parallel; the GEMMs inside each run on one thread.
+// Scaled dot-product attention, fused, in two forms. Materialised: per flattened batch index b
+// (batch x heads) two GEMMs around a masked row softmax, the [B, L, S] probabilities kept for
+// backward (the path that returns the weights). Blockwise (flash-attention style): query-block x
+// key-block tiles with an online softmax; forward keeps the output and each row's log-sum-exp,
+// backward recomputes the tiles, so memory is linear in the sequence length. Dropout on the
+// blockwise path regenerates its mask from the Philox counters instead of storing it.
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -10,6 +13,7 @@
 #include "tensor/kernels.hpp"
 #include "tensor/nn_kernels.hpp"
 #include "tensor/parallel.hpp"
+#include "tensor/random.hpp"
 #include "tensor/simd.hpp"
 
 namespace spool::kernels {
@@ -30,139 +34,461 @@ Dims dims_of(const Value& q, const Value& k, const Value& v)
     return {q.shape()[0], q.shape()[1], k.shape()[1], q.shape()[2], v.shape()[2]};
 }
 
+AttentionBlocking g_blocking;
+
+/// Apply the mask and causality to a tile of scores of batch b: rows [i0, i0 + nq), keys
+/// [j0, j0 + nk), row stride ld. A disallowed entry becomes -inf; a float mask is added.
+template <class T>
+void mask_tile(T* St, std::int64_t ld, std::int64_t nq, std::int64_t nk, std::int64_t b, std::int64_t i0,
+               std::int64_t j0, const AttentionMask& am)
+{
+    const T ninf = -std::numeric_limits<T>::infinity();
+    if (am.mask.defined()) {
+        const Value& m = am.mask;
+        const std::int64_t Bm = m.shape()[0], Lm = m.shape()[1], Sm = m.shape()[2];
+        const std::int64_t mb = Bm == 1 ? 0 : b;
+        for (std::int64_t r = 0; r < nq; ++r) {
+            T* row = St + r * ld;
+            const std::int64_t base = (mb * Lm + (Lm == 1 ? 0 : i0 + r)) * Sm + (Sm == 1 ? 0 : j0);
+            if (m.dtype() == DType::b8) {
+                const bool* mr = m.data<bool>() + base;
+                for (std::int64_t c = 0; c < nk; ++c)
+                    if (!mr[Sm == 1 ? 0 : c]) row[c] = ninf;
+            } else {
+                const T* mr = m.data<T>() + base;
+                for (std::int64_t c = 0; c < nk; ++c) row[c] += mr[Sm == 1 ? 0 : c];
+            }
+        }
+    }
+    if (am.causal)  // query i attends keys j <= i
+        for (std::int64_t r = 0; r < nq; ++r) {
+            T* row = St + r * ld;
+            for (std::int64_t c = std::max<std::int64_t>(0, i0 + r + 1 - j0); c < nk; ++c) row[c] = ninf;
+        }
+}
+
+/// Largest entry of a row; NaN if any entry is NaN (so NaN scores give NaN rows, not zeros).
+template <class T>
+T row_max_nan(const T* row, std::int64_t n)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    batch<T> bm(ninf);
+    xsimd::batch_bool<T> nan(false);
+    std::int64_t j = 0;
+    for (; j + W <= n; j += W) {
+        const batch<T> v = batch<T>::load_unaligned(row + j);
+        bm = xsimd::max(bm, v);
+        nan = nan | xsimd::isnan(v);
+    }
+    if (xsimd::any(nan)) return std::numeric_limits<T>::quiet_NaN();
+    alignas(64) T lanes[W];
+    bm.store_aligned(lanes);
+    T mx = ninf;
+    for (std::int64_t l = 0; l < W; ++l) mx = std::max(mx, lanes[l]);
+    for (; j < n; ++j) mx = row[j] > mx || std::isnan(row[j]) ? row[j] : mx;
+    return mx;
+}
+
+/// row[j] = exp(row[j] - m); returns the sum. exp(-inf) is 0: masked entries drop out.
+template <class T>
+T exp_shift_sum(T* row, std::int64_t n, T m)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    const batch<T> bm(m);
+    batch<T> acc(T(0));
+    std::int64_t j = 0;
+    for (; j + W <= n; j += W) {
+        batch<T> e = xsimd::exp(batch<T>::load_unaligned(row + j) - bm);
+        e.store_unaligned(row + j);
+        acc += e;
+    }
+    T s = xsimd::hadd(acc);
+    for (; j < n; ++j) s += row[j] = std::exp(row[j] - m);
+    return s;
+}
+
+template <class T>
+void scale_row(T* row, std::int64_t n, T a)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    const batch<T> ba(a);
+    std::int64_t j = 0;
+    for (; j + W <= n; j += W) (batch<T>::load_unaligned(row + j) * ba).store_unaligned(row + j);
+    for (; j < n; ++j) row[j] *= a;
+}
+
 /// Masked, scaled scores in P[L, S] -> probabilities; a row with no allowed key is all 0.
 template <class T>
 void masked_softmax_rows(T* P, const Dims& d, std::int64_t b, const AttentionMask& am)
 {
-    const T ninf = -std::numeric_limits<T>::infinity();
-    const Value& m = am.mask;
-    const bool has = m.defined();
-    std::int64_t Bm = has ? m.shape()[0] : 1, Lm = has ? m.shape()[1] : 1, Sm = has ? m.shape()[2] : 1;
-    const std::int64_t mb = Bm == 1 ? 0 : b;
+    mask_tile(P, d.S, d.L, d.S, b, 0, 0, am);
     for (std::int64_t i = 0; i < d.L; ++i) {
         T* row = P + i * d.S;
-        if (has) {
-            std::int64_t base = (mb * Lm + (Lm == 1 ? 0 : i)) * Sm;
-            if (m.dtype() == DType::b8) {
-                const bool* mr = m.data<bool>() + base;
-                for (std::int64_t j = 0; j < d.S; ++j)
-                    if (!mr[Sm == 1 ? 0 : j]) row[j] = ninf;
-            } else {
-                const T* mr = m.data<T>() + base;
-                for (std::int64_t j = 0; j < d.S; ++j) row[j] += mr[Sm == 1 ? 0 : j];
-            }
-        }
-        if (am.causal)
-            for (std::int64_t j = i + 1; j < d.S; ++j) row[j] = ninf;
-        T mx = ninf;
-        for (std::int64_t j = 0; j < d.S; ++j) mx = row[j] > mx || std::isnan(row[j]) ? row[j] : mx;
-        if (mx == ninf) {  // every key masked: zero probabilities, so a zero output row
+        const T mx = row_max_nan(row, d.S);
+        if (mx == -std::numeric_limits<T>::infinity()) {  // every key masked: a zero output row
             std::fill(row, row + d.S, T(0));
             continue;
         }
-        T s = 0;
-        for (std::int64_t j = 0; j < d.S; ++j) s += row[j] = std::exp(row[j] - mx);
-        const T inv = T(1) / s;
-        for (std::int64_t j = 0; j < d.S; ++j) row[j] *= inv;
+        scale_row(row, d.S, T(1) / exp_shift_sum(row, d.S, mx));
     }
 }
 
 template <class F>
 void for_each_batch(const Dims& d, F body)
 {
-    int nt = threads_for(d.B * d.L * d.S * (d.E + d.Ev));
-    if (d.B == 1) nt = 1;
+    const int nt = d.B == 1 ? 1 : threads_for(d.B * d.L * d.S * (d.E + d.Ev));
     spool::detail::parallel_for(d.B, nt, body);
 }
 
-}  // namespace
+/// Dropout on tile rows: row r of [nq, nk] (stride ld) times the keep multiplier of element
+/// (b, i0 + r, j0 + c) of the [B, L, S] draw that starts at s — the forward's draw, word for word.
+template <class T>
+class TileDropout {
+public:
+    TileDropout(const Dims& d, double p, const RngState& s, std::int64_t block_k)
+        : d_(d), s_(s), on_(p > 0), threshold_(rng::keep_threshold(p)), keep_(static_cast<T>(1.0 / (1.0 - p))),
+          words_(on_ ? block_k : 0)
+    {
+    }
+    bool on() const { return on_; }
+    /// z[c] = keep multiplier of (b, i, j0 + c), c < nk.
+    void row(std::int64_t b, std::int64_t i, std::int64_t j0, std::int64_t nk, T* z)
+    {
+        const auto first = static_cast<std::uint64_t>((b * d_.L + i) * d_.S + j0);
+        rng::words(s_, first, words_.data(), nk);
+        for (std::int64_t c = 0; c < nk; ++c) z[c] = words_[c] >= threshold_ ? keep_ : T(0);
+    }
 
-Value attention(const Value& q, const Value& k, const Value& v, const AttentionMask& mask, double scale,
-                double dropout_p, AttentionSaved* saved)
+private:
+    Dims d_;
+    RngState s_;
+    bool on_;
+    std::uint32_t threshold_;
+    T keep_;
+    std::vector<std::uint32_t> words_;
+};
+
+/// The keys a query block [i0, i0 + nq) may see: all S, or with causality only j < i0 + nq.
+std::int64_t key_end(const Dims& d, const AttentionMask& am, std::int64_t i0, std::int64_t nq)
 {
-    const Dims d = dims_of(q, k, v);
-    return dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
-        Value probs = Value::empty(Shape{d.B, d.L, d.S}, q.dtype());
-        Value out = Value::empty(Shape{d.B, d.L, d.Ev}, q.dtype());
-        Value keep = dropout_p > 0 ? dropout_mask(probs.shape(), q.dtype(), dropout_p) : Value();
-        Value dropped = dropout_p > 0 ? Value::empty(probs.shape(), q.dtype()) : Value();
-        const T* qs = q.data<T>();
-        const T* ks = k.data<T>();
-        const T* vs = v.data<T>();
-        T* ps = probs.data<T>();
-        T* os = out.data<T>();
-        for_each_batch(d, [&](std::int64_t b) {
-            T* P = ps + b * d.L * d.S;
-            // P = scale * q_b k_bᵀ
-            gemm<T>(false, true, d.L, d.S, d.E, T(scale), qs + b * d.L * d.E, d.E, ks + b * d.S * d.E, d.E, T(0), P, d.S);
-            masked_softmax_rows(P, d, b, mask);
-            const T* A = P;
-            if (keep.defined()) {
-                T* Dp = dropped.data<T>() + b * d.L * d.S;
-                const T* kp = keep.data<T>() + b * d.L * d.S;
-                for (std::int64_t i = 0; i < d.L * d.S; ++i) Dp[i] = P[i] * kp[i];
-                A = Dp;
-            }
-            // out_b = A v_b
-            gemm<T>(false, false, d.L, d.Ev, d.S, T(1), A, d.S, vs + b * d.S * d.Ev, d.Ev, T(0), os + b * d.L * d.Ev,
-                    d.Ev);
-        });
-        if (saved) *saved = {probs, dropped};
-        return out;
+    return am.causal ? std::min(d.S, i0 + nq) : d.S;
+}
+
+// ---- materialised path ---------------------------------------------------------------------
+
+template <class T>
+Value forward_materialised(const Value& q, const Value& k, const Value& v, const Dims& d, const AttentionMask& mask,
+                           double scale, double dropout_p, AttentionSaved* saved)
+{
+    Value probs = Value::empty(Shape{d.B, d.L, d.S}, q.dtype());
+    Value out = Value::empty(Shape{d.B, d.L, d.Ev}, q.dtype());
+    Value keep = dropout_p > 0 ? dropout_mask(probs.shape(), q.dtype(), dropout_p) : Value();
+    Value dropped = dropout_p > 0 ? Value::empty(probs.shape(), q.dtype()) : Value();
+    const T* qs = q.data<T>();
+    const T* ks = k.data<T>();
+    const T* vs = v.data<T>();
+    T* ps = probs.data<T>();
+    T* os = out.data<T>();
+    for_each_batch(d, [&](std::int64_t b) {
+        T* P = ps + b * d.L * d.S;
+        // P = scale * q_b k_bᵀ
+        gemm<T>(false, true, d.L, d.S, d.E, T(scale), qs + b * d.L * d.E, d.E, ks + b * d.S * d.E, d.E, T(0), P, d.S);
+        masked_softmax_rows(P, d, b, mask);
+        const T* A = P;
+        if (keep.defined()) {
+            T* Dp = dropped.data<T>() + b * d.L * d.S;
+            const T* kp = keep.data<T>() + b * d.L * d.S;
+            for (std::int64_t i = 0; i < d.L * d.S; ++i) Dp[i] = P[i] * kp[i];
+            A = Dp;
+        }
+        // out_b = A v_b
+        gemm<T>(false, false, d.L, d.Ev, d.S, T(1), A, d.S, vs + b * d.S * d.Ev, d.Ev, T(0), os + b * d.L * d.Ev, d.Ev);
     });
+    if (saved) {
+        saved->probs = probs;
+        saved->dropped = dropped;
+    }
+    return out;
 }
 
 // With A the probabilities, A' = dropout(A) (= A without dropout), O = A' V:
 //   dA' = dO Vᵀ + dWeights,  dV = A'ᵀ dO,  dA = dA' * keep (the dropout multiplier, A'/A)
 //   dS = A * (dA - rowsum(dA * A))   (softmax backward; masked entries have A = 0)
 //   dQ = scale * dS K,  dK = scale * dSᵀ Q
+template <class T>
+void backward_materialised(const Value& dout, const Value& dweights, const Value& q, const Value& k, const Value& v,
+                           const Dims& d, double scale, const AttentionSaved& saved, Value* dq, Value* dk, Value* dv)
+{
+    const bool has_drop = saved.dropped.defined();
+    const T* qs = q.data<T>();
+    const T* ks = k.data<T>();
+    const T* vs = v.data<T>();
+    const T* ps = saved.probs.data<T>();
+    const T* drs = has_drop ? saved.dropped.data<T>() : nullptr;
+    const T* go = dout.defined() ? dout.data<T>() : nullptr;
+    const T* gw = dweights.defined() ? dweights.data<T>() : nullptr;
+    T* dqs = dq->data<T>();
+    T* dks = dk->data<T>();
+    T* dvs = dv->data<T>();
+    const std::int64_t LS = d.L * d.S;
+    for_each_batch(d, [&](std::int64_t b) {
+        std::vector<T> dA(LS, T(0));
+        const T* A = ps + b * LS;
+        const T* Ad = has_drop ? drs + b * LS : A;
+        if (go) {
+            const T* dO = go + b * d.L * d.Ev;
+            gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.Ev, vs + b * d.S * d.Ev, d.Ev, T(0), dA.data(), d.S);
+            gemm<T>(true, false, d.S, d.Ev, d.L, T(1), Ad, d.S, dO, d.Ev, T(0), dvs + b * d.S * d.Ev, d.Ev);
+        } else {
+            std::fill(dvs + b * d.S * d.Ev, dvs + (b + 1) * d.S * d.Ev, T(0));
+        }
+        if (gw)
+            for (std::int64_t i = 0; i < LS; ++i) dA[i] += gw[b * LS + i];
+        if (has_drop)  // keep multiplier = dropped / probs where probs > 0
+            for (std::int64_t i = 0; i < LS; ++i) dA[i] = A[i] > T(0) ? dA[i] * (Ad[i] / A[i]) : T(0);
+        for (std::int64_t i = 0; i < d.L; ++i) {
+            T* r = dA.data() + i * d.S;
+            const T* a = A + i * d.S;
+            T dot = 0;
+            for (std::int64_t j = 0; j < d.S; ++j) dot += r[j] * a[j];
+            for (std::int64_t j = 0; j < d.S; ++j) r[j] = a[j] * (r[j] - dot);
+        }
+        gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + b * d.S * d.E, d.E, T(0),
+                dqs + b * d.L * d.E, d.E);
+        gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + b * d.L * d.E, d.E, T(0),
+                dks + b * d.S * d.E, d.E);
+    });
+}
+
+// ---- blockwise path --------------------------------------------------------------------------
+// Work is split into tiles of BQ query rows x BK keys. Every scratch buffer is a tile (or a
+// [B, L] / [B, L, E] vector) and comes from the caching allocator, so allocator_stats() sees it.
+
+/// Run body(item, thread) for item in [0, n) on nt threads, dynamically scheduled (causal tiles
+/// differ in cost).
+template <class F>
+void parallel_items(std::int64_t n, int nt, F body)
+{
+    std::atomic<std::int64_t> next{0};
+    spool::detail::parallel_team(static_cast<int>(std::min<std::int64_t>(nt, std::max<std::int64_t>(n, 1))),
+                                 [&](int t, int) {
+                                     for (std::int64_t w; (w = next.fetch_add(1, std::memory_order_relaxed)) < n;)
+                                         body(w, t);
+                                 });
+}
+
+// Forward of one query block, keys in tiles j0 = 0, BK, ...:
+//   S = scale Q_blk K_tileᵀ + mask;  m' = max(m, rowmax S);  P = exp(S - m')
+//   l = l e^(m - m') + rowsum P;  O = O e^(m - m') + dropout(P) V_tile
+// then O /= l and lse = m + log l (+inf for a row with no allowed key, whose O is 0).
+template <class T>
+Value forward_blockwise(const Value& q, const Value& k, const Value& v, const Dims& d, const AttentionMask& mask,
+                        double scale, double dropout_p, AttentionSaved* saved)
+{
+    const AttentionBlocking blk = g_blocking;
+    const std::int64_t BQ = blk.block_q, BK = blk.block_k, nqb = (d.L + BQ - 1) / BQ;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    Value out = Value::zeros(Shape{d.B, d.L, d.Ev}, q.dtype());
+    Value lse = Value::empty(Shape{d.B, d.L}, q.dtype());
+    RngState rs;
+    if (dropout_p > 0) rs = rng::reserve(static_cast<std::uint64_t>((d.B * d.L * d.S + 3) / 4));  // as dropout_mask
+    const int nt = static_cast<int>(std::min<std::int64_t>(threads_for(d.B * d.L * d.S * (d.E + d.Ev)), d.B * nqb));
+    // per thread: a score tile, the dropout multipliers of one row, running max and sum
+    Value scratch = Value::empty(Shape{nt, BQ * BK + BK + 2 * BQ}, q.dtype());
+    const T* qs = q.data<T>();
+    const T* ks = k.data<T>();
+    const T* vs = v.data<T>();
+    T* os = out.data<T>();
+    T* lses = lse.data<T>();
+    parallel_items(d.B * nqb, nt, [&](std::int64_t w, int t) {
+        const std::int64_t b = w / nqb, i0 = (w % nqb) * BQ, nq = std::min(BQ, d.L - i0);
+        T* St = scratch.data<T>() + t * (BQ * BK + BK + 2 * BQ);
+        T* z = St + BQ * BK;
+        T* m = z + BK;
+        T* l = m + BQ;
+        TileDropout<T> drop(d, dropout_p, rs, BK);
+        std::fill(m, m + nq, ninf);
+        std::fill(l, l + nq, T(0));
+        const T* Q = qs + (b * d.L + i0) * d.E;
+        T* O = os + (b * d.L + i0) * d.Ev;
+        const std::int64_t kend = key_end(d, mask, i0, nq);
+        for (std::int64_t j0 = 0; j0 < kend; j0 += BK) {
+            const std::int64_t nk = std::min(BK, kend - j0);
+            gemm<T>(false, true, nq, nk, d.E, T(scale), Q, d.E, ks + (b * d.S + j0) * d.E, d.E, T(0), St, nk);
+            mask_tile(St, nk, nq, nk, b, i0, j0, mask);
+            for (std::int64_t r = 0; r < nq; ++r) {
+                T* row = St + r * nk;
+                const T mx = row_max_nan(row, nk);
+                const T mn = std::isnan(mx) || mx > m[r] ? mx : m[r];
+                if (mn == ninf) {  // nothing allowed so far: this tile adds nothing to the row
+                    std::fill(row, row + nk, T(0));
+                    continue;
+                }
+                const T alpha = std::exp(m[r] - mn);  // 0 when m was -inf
+                if (alpha != T(1)) {
+                    l[r] *= alpha;
+                    scale_row(O + r * d.Ev, d.Ev, alpha);
+                }
+                l[r] += exp_shift_sum(row, nk, mn);
+                m[r] = mn;
+                if (drop.on()) {  // the sum above is before dropout: dropout scales probabilities, not scores
+                    drop.row(b, i0 + r, j0, nk, z);
+                    for (std::int64_t c = 0; c < nk; ++c) row[c] *= z[c];
+                }
+            }
+            gemm<T>(false, false, nq, d.Ev, nk, T(1), St, nk, vs + (b * d.S + j0) * d.Ev, d.Ev, T(1), O, d.Ev);
+        }
+        for (std::int64_t r = 0; r < nq; ++r) {
+            T& ls = lses[b * d.L + i0 + r];
+            if (l[r] == T(0)) {  // every key masked: zero output row; backward's exp(s - inf) is 0
+                std::fill(O + r * d.Ev, O + (r + 1) * d.Ev, T(0));
+                ls = std::numeric_limits<T>::infinity();
+                continue;
+            }
+            scale_row(O + r * d.Ev, d.Ev, T(1) / l[r]);
+            ls = m[r] + std::log(l[r]);
+        }
+    });
+    if (saved) {
+        saved->out = out;
+        saved->lse = lse;
+        saved->mask = mask;
+        saved->dropout_p = dropout_p;
+        saved->rng = rs;
+    }
+    return out;
+}
+
+// Backward, one batch item (batch x head) per work item, its key tiles in order and query
+// tiles inside them (recomputing the forward's tiles):
+//   P = exp(scale Q Kᵀ + mask - lse),  Z = dropout multipliers,  Di = rowsum(dO ∘ O)
+//   dV += (P∘Z)ᵀ dO,  dP = (dO Vᵀ)∘Z,  dS = P∘(dP - Di)
+//   dK += scale dSᵀ Q,  dQ += scale dS K
+// Di equals rowsum(dP∘P) = Σ_j (dO_i·V_j) Z_ij P_ij = dO_i·O_i, so no [L, S] row sum is needed.
+// dK, dV and dQ of a batch item belong to its work item, and dQ gathers the key tiles in
+// order: the same bits at every thread count (a split over key tiles would need per-thread dQ
+// copies summed in an order that depends on the schedule).
+template <class T>
+void backward_blockwise(const Value& dout, const Value& q, const Value& k, const Value& v, const Dims& d, double scale,
+                        const AttentionSaved& saved, Value* dq, Value* dk, Value* dv)
+{
+    const AttentionBlocking blk = g_blocking;
+    const std::int64_t BQ = blk.block_q, BK = blk.block_k, nkb = (d.S + BK - 1) / BK;
+    *dq = Value::zeros(q.shape(), q.dtype());
+    *dk = Value::zeros(k.shape(), k.dtype());
+    *dv = Value::zeros(v.shape(), v.dtype());
+    if (!dout.defined() || d.L == 0 || d.S == 0) return;
+    const T* qs = q.data<T>();
+    const T* ks = k.data<T>();
+    const T* vs = v.data<T>();
+    const T* dos = dout.data<T>();
+    const T* lses = saved.lse.data<T>();
+    Value Dv = Value::empty(Shape{d.B, d.L}, q.dtype());  // Di = rowsum(dO ∘ O)
+    T* Di = Dv.data<T>();
+    {
+        const T* os = saved.out.data<T>();
+        for (std::int64_t i = 0; i < d.B * d.L; ++i) {
+            T s = 0;
+            for (std::int64_t e = 0; e < d.Ev; ++e) s += dos[i * d.Ev + e] * os[i * d.Ev + e];
+            Di[i] = s;
+        }
+    }
+    const int nt = static_cast<int>(std::min<std::int64_t>(threads_for(d.B * d.L * d.S * (d.E + d.Ev)), d.B));
+    const std::int64_t per = 3 * BQ * BK;  // P; the dropout multipliers Z; dS (first P∘Z)
+    Value scratch = Value::empty(Shape{nt, per}, q.dtype());
+    const AttentionMask& mask = saved.mask;
+    const bool has_drop = saved.dropout_p > 0;
+    parallel_items(d.B, nt, [&](std::int64_t b, int t) {
+        T* P = scratch.data<T>() + t * per;
+        T* Z = P + BQ * BK;
+        T* dS = Z + BQ * BK;
+        T* dQ = dq->data<T>();
+        TileDropout<T> drop(d, saved.dropout_p, saved.rng, BK);
+        for (std::int64_t kb = 0; kb < nkb; ++kb) {
+            const std::int64_t j0 = kb * BK, nk = std::min(BK, d.S - j0);
+            const T* K = ks + (b * d.S + j0) * d.E;
+            const T* V = vs + (b * d.S + j0) * d.Ev;
+            T* dK = dk->data<T>() + (b * d.S + j0) * d.E;
+            T* dV = dv->data<T>() + (b * d.S + j0) * d.Ev;
+            // with causality, query rows i < j0 see none of these keys
+            for (std::int64_t i0 = mask.causal ? j0 / BQ * BQ : 0; i0 < d.L; i0 += BQ) {
+                const std::int64_t nq = std::min(BQ, d.L - i0);
+                const T* Q = qs + (b * d.L + i0) * d.E;
+                const T* dO = dos + (b * d.L + i0) * d.Ev;
+                gemm<T>(false, true, nq, nk, d.E, T(scale), Q, d.E, K, d.E, T(0), P, nk);
+                mask_tile(P, nk, nq, nk, b, i0, j0, mask);
+                for (std::int64_t r = 0; r < nq; ++r) {
+                    const T ls = lses[b * d.L + i0 + r];
+                    T* row = P + r * nk;
+                    if (ls == std::numeric_limits<T>::infinity())  // no allowed key: P = 0
+                        std::fill(row, row + nk, T(0));
+                    else
+                        exp_shift_sum(row, nk, ls);
+                    if (has_drop) drop.row(b, i0 + r, j0, nk, Z + r * nk);
+                }
+                const T* Pd = P;
+                if (has_drop) {
+                    for (std::int64_t i = 0; i < nq * nk; ++i) dS[i] = P[i] * Z[i];
+                    Pd = dS;
+                }
+                gemm<T>(true, false, nk, d.Ev, nq, T(1), Pd, nk, dO, d.Ev, T(1), dV, d.Ev);
+                gemm<T>(false, true, nq, nk, d.Ev, T(1), dO, d.Ev, V, d.Ev, T(0), dS, nk);
+                for (std::int64_t r = 0; r < nq; ++r) {
+                    const T D = Di[b * d.L + i0 + r];
+                    T* g = dS + r * nk;
+                    const T* p = P + r * nk;
+                    if (has_drop) {
+                        const T* z = Z + r * nk;
+                        for (std::int64_t c = 0; c < nk; ++c) g[c] = p[c] * (g[c] * z[c] - D);
+                    } else {
+                        for (std::int64_t c = 0; c < nk; ++c) g[c] = p[c] * (g[c] - D);
+                    }
+                }
+                gemm<T>(true, false, nk, d.E, nq, T(scale), dS, nk, Q, d.E, T(1), dK, d.E);
+                gemm<T>(false, false, nq, d.E, nk, T(scale), dS, nk, K, d.E, T(1), dQ + (b * d.L + i0) * d.E, d.E);
+            }
+        }
+    });
+}
+
+bool use_blockwise(const Dims& d, bool need_weights)
+{
+    return !need_weights && d.L * d.S >= g_blocking.min_scores;
+}
+
+}  // namespace
+
+AttentionBlocking attention_blocking() { return g_blocking; }
+
+void set_attention_blocking(const AttentionBlocking& b)
+{
+    SPOOL_CHECK(b.block_q >= 1 && b.block_k >= 1 && b.min_scores >= 0, ValueError,
+                "set_attention_blocking: block sizes must be >= 1 and min_scores >= 0; got block_q ", b.block_q,
+                ", block_k ", b.block_k, " and min_scores ", b.min_scores);
+    g_blocking = b;
+}
+
+Value attention(const Value& q, const Value& k, const Value& v, const AttentionMask& mask, double scale,
+                double dropout_p, bool need_weights, AttentionSaved* saved)
+{
+    const Dims d = dims_of(q, k, v);
+    return dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
+        if (use_blockwise(d, need_weights)) return forward_blockwise<T>(q, k, v, d, mask, scale, dropout_p, saved);
+        return forward_materialised<T>(q, k, v, d, mask, scale, dropout_p, saved);
+    });
+}
+
 void attention_backward(const Value& dout, const Value& dweights, const Value& q, const Value& k, const Value& v,
                         double scale, const AttentionSaved& saved, Value* dq, Value* dk, Value* dv)
 {
     const Dims d = dims_of(q, k, v);
     dispatch_float(q.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
+        if (saved.blockwise()) return backward_blockwise<T>(dout, q, k, v, d, scale, saved, dq, dk, dv);
         *dq = Value::empty(q.shape(), q.dtype());
         *dk = Value::empty(k.shape(), k.dtype());
         *dv = Value::empty(v.shape(), v.dtype());
-        const bool has_drop = saved.dropped.defined();
-        const T* qs = q.data<T>();
-        const T* ks = k.data<T>();
-        const T* vs = v.data<T>();
-        const T* ps = saved.probs.data<T>();
-        const T* drs = has_drop ? saved.dropped.data<T>() : nullptr;
-        const T* go = dout.defined() ? dout.data<T>() : nullptr;
-        const T* gw = dweights.defined() ? dweights.data<T>() : nullptr;
-        T* dqs = dq->data<T>();
-        T* dks = dk->data<T>();
-        T* dvs = dv->data<T>();
-        const std::int64_t LS = d.L * d.S;
-        for_each_batch(d, [&](std::int64_t b) {
-            std::vector<T> dA(LS, T(0));
-            const T* A = ps + b * LS;
-            const T* Ad = has_drop ? drs + b * LS : A;
-            if (go) {
-                const T* dO = go + b * d.L * d.Ev;
-                gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.Ev, vs + b * d.S * d.Ev, d.Ev, T(0), dA.data(), d.S);
-                gemm<T>(true, false, d.S, d.Ev, d.L, T(1), Ad, d.S, dO, d.Ev, T(0), dvs + b * d.S * d.Ev, d.Ev);
-            } else {
-                std::fill(dvs + b * d.S * d.Ev, dvs + (b + 1) * d.S * d.Ev, T(0));
-            }
-            if (gw)
-                for (std::int64_t i = 0; i < LS; ++i) dA[i] += gw[b * LS + i];
-            if (has_drop)  // keep multiplier = dropped / probs where probs > 0
-                for (std::int64_t i = 0; i < LS; ++i) dA[i] = A[i] > T(0) ? dA[i] * (Ad[i] / A[i]) : T(0);
-            for (std::int64_t i = 0; i < d.L; ++i) {
-                T* r = dA.data() + i * d.S;
-                const T* a = A + i * d.S;
-                T dot = 0;
-                for (std::int64_t j = 0; j < d.S; ++j) dot += r[j] * a[j];
-                for (std::int64_t j = 0; j < d.S; ++j) r[j] = a[j] * (r[j] - dot);
-            }
-            gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + b * d.S * d.E, d.E, T(0),
-                    dqs + b * d.L * d.E, d.E);
-            gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + b * d.L * d.E, d.E, T(0),
-                    dks + b * d.S * d.E, d.E);
-        });
+        backward_materialised<T>(dout, dweights, q, k, v, d, scale, saved, dq, dk, dv);
     });
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "tensor/random.hpp"
 #include "tensor/value.hpp"
 
 namespace spool::kernels {
@@ -30,15 +31,39 @@ struct AttentionMask {
     bool causal = false;  ///< query i attends keys j <= i (top-left aligned, as PyTorch)
 };
 struct AttentionSaved {
+    // materialised path (the weights were asked for, or a short sequence)
     Value probs;    ///< [B, L, S] softmax probabilities (rows with no allowed key are 0)
     Value dropped;  ///< [B, L, S] probs after dropout (undefined when no dropout)
+    // blockwise path: only O(B * L) beyond the output; backward recomputes tiles of the scores
+    Value out;               ///< [B, L, Ev] the output
+    Value lse;               ///< [B, L] log-sum-exp of each row's masked scores; +inf for a row with no allowed key
+    AttentionMask mask;      ///< the mask again (backward re-applies it tile by tile)
+    double dropout_p = 0;    ///< with the counters below, regenerates the forward's dropout mask
+    RngState rng;            ///< first counter of the forward's draw (element n of [B, L, S] is word n)
+    bool blockwise() const { return lse.defined(); }
 };
+
+/// Tile sizes of the blockwise (flash-attention style) path and when it runs.
+struct AttentionBlocking {
+    std::int64_t block_q = 64;   ///< query rows per tile
+    std::int64_t block_k = 128;  ///< keys per tile
+    /// Blockwise when the weights are not asked for and L * S >= this (0: always). Below
+    /// 128 x 128 scores per head the materialised path was faster (one tile, and backward
+    /// need not recompute the scores): 12% at L = S = 64, level at 128, 25% slower at 256.
+    std::int64_t min_scores = 128 * 128;
+};
+AttentionBlocking attention_blocking();
+/// Tests shrink the tiles to exercise partial tiles on tiny shapes; not thread-safe.
+void set_attention_blocking(const AttentionBlocking& b);
+
 /// out[B, L, Ev] = dropout(softmax(scale * q kᵀ + mask)) v. Rows whose keys are all masked
-/// give zero probabilities, so a zero output row (never NaN).
+/// give zero probabilities, so a zero output row (never NaN). With need_weights the
+/// probabilities are materialised (saved->probs, saved->dropped: the weights); otherwise
+/// (above attention_blocking().min_scores) the blockwise path keeps no [L, S] buffer at all.
 Value attention(const Value& q, const Value& k, const Value& v, const AttentionMask& mask, double scale,
-                double dropout_p, AttentionSaved* saved);
+                double dropout_p, bool need_weights, AttentionSaved* saved);
 /// Gradients of q, k, v from dout (may be undefined) and dweights, the gradient of the
-/// returned weights (= saved.dropped or saved.probs; may be undefined).
+/// returned weights (= saved.dropped or saved.probs; may be undefined; materialised path only).
 void attention_backward(const Value& dout, const Value& dweights, const Value& q, const Value& k, const Value& v,
                         double scale, const AttentionSaved& saved, Value* dq, Value* dk, Value* dv);
 

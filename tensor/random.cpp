@@ -105,6 +105,26 @@ void philox4x32(std::uint32_t ctr[4], const std::uint32_t key[2])
     }
 }
 
+void words(const RngState& s, std::uint64_t first, std::uint32_t* out, std::int64_t n)
+{
+    constexpr std::int64_t chunk_blocks = 64;
+    alignas(64) std::uint32_t buf[4 * chunk_blocks];
+    for (std::int64_t done = 0; done < n;) {
+        const std::uint64_t w = first + static_cast<std::uint64_t>(done);
+        const std::int64_t lane = static_cast<std::int64_t>(w % 4);
+        const std::int64_t nb = std::min(chunk_blocks, (lane + (n - done) + 3) / 4);
+        blocks(s, w / 4, nb, buf);
+        const std::int64_t take = std::min(nb * 4 - lane, n - done);
+        std::copy(buf + lane, buf + lane + take, out + done);
+        done += take;
+    }
+}
+
+std::uint32_t keep_threshold(double p)
+{
+    return static_cast<std::uint32_t>(std::min(p * 4294967296.0, 4294967295.0));
+}
+
 // uniform float: top 24 bits -> [0, 1); double: 53 bits from two words
 void uniform(const RngState& s, float* out, std::int64_t n)
 {
@@ -154,7 +174,7 @@ Value kernels::dropout_mask(const Shape& shape, DType dt, double p)
         }
         RngState s = rng::reserve(static_cast<std::uint64_t>((n + 3) / 4));
         const T scale = static_cast<T>(1.0 / (1.0 - p));
-        const std::uint32_t threshold = static_cast<std::uint32_t>(std::min(p * 4294967296.0, 4294967295.0));
+        const std::uint32_t threshold = rng::keep_threshold(p);
         // keep when the 32-bit word >= p * 2^32: exact probability up to 2^-32
         fill(s, d, n, 1, [=](const std::uint32_t* w) { return w[0] >= threshold ? scale : T(0); });
         return m;

@@ -26,6 +26,11 @@ void uniform(const RngState& s, double* out, std::int64_t n);  // 53-bit: two la
 /// Standard normal numbers (Box-Muller on uniform pairs).
 void normal(const RngState& s, float* out, std::int64_t n);
 void normal(const RngState& s, double* out, std::int64_t n);
+/// Raw 32-bit words [first, first + n) of the draw starting at s (word w is lane w%4 of
+/// counter block s.offset + w/4): regenerates any slice of an earlier draw, one thread.
+void words(const RngState& s, std::uint64_t first, std::uint32_t* out, std::int64_t n);
+/// Dropout keeps an element when its word is >= this (p * 2^32, exact to 2^-32).
+std::uint32_t keep_threshold(double p);
 /// Raw Philox-4x32-10 block, exposed for tests against the published known-answer vectors.
 void philox4x32(std::uint32_t ctr[4], const std::uint32_t key[2]);
 }  // namespace rng

@@ -85,6 +85,12 @@ AllocatorStats allocator_stats()
     return cache().stats;
 }
 
+void reset_peak_allocator_stats()
+{
+    std::lock_guard<std::mutex> lock(cache().mu);
+    cache().stats.peak_bytes_in_use = cache().stats.bytes_in_use;
+}
+
 void empty_cache()
 {
     Cache& c = cache();

@@ -41,6 +41,8 @@ struct AllocatorStats {
     std::size_t peak_bytes_in_use = 0;
 };
 AllocatorStats allocator_stats();
+/// Start a new peak from the bytes in use now (torch.cuda.reset_peak_memory_stats).
+void reset_peak_allocator_stats();
 /// Release every cached (free) buffer back to the system.
 void empty_cache();
 
