@@ -20,8 +20,10 @@ profiler::Row find(const std::vector<profiler::Row>& rows, const std::string& na
     return {};
 }
 
-/// Profiling on for one test case, off and empty after it.
+/// Profiling on for one test case, from an empty table; afterwards empty again and on or
+/// off as before (SPOOL_PROFILE=1 may have switched it on).
 struct Profiling {
+    bool was = profiler::enabled();
     Profiling()
     {
         profiler::reset();
@@ -29,8 +31,9 @@ struct Profiling {
     }
     ~Profiling()
     {
-        profiler::disable();
         profiler::reset();
+        if (was) profiler::enable();
+        else profiler::disable();
     }
 };
 
