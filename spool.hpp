@@ -5,6 +5,7 @@
 
 #include "tensor/dtype.hpp"
 #include "tensor/errors.hpp"
+#include "tensor/profiler.hpp"
 #include "tensor/random.hpp"
 #include "tensor/shape.hpp"
 #include "tensor/threads.hpp"

@@ -20,6 +20,7 @@ using detail::check_float_pair;
 // add(a, b) -> y = a + b          da += sum_to(dy), db += sum_to(dy)
 Tensor add(const Tensor& a, const Tensor& b)
 {
+    detail::OpProfile prof(OpKind::Add);
     check_float_pair(a, b, "add");
     Value y = k::add(a.value(), b.value());
     return record(OpKind::Add, {a, b}, std::move(y), [sa = a.shape(), sb = b.shape()](const Value& dy, Grads& dx) {
@@ -31,6 +32,7 @@ Tensor add(const Tensor& a, const Tensor& b)
 // sub(a, b) -> y = a - b          da += sum_to(dy), db -= sum_to(dy)
 Tensor sub(const Tensor& a, const Tensor& b)
 {
+    detail::OpProfile prof(OpKind::Sub);
     check_float_pair(a, b, "sub");
     Value y = k::sub(a.value(), b.value());
     return record(OpKind::Sub, {a, b}, std::move(y), [sa = a.shape(), sb = b.shape()](const Value& dy, Grads& dx) {
@@ -42,6 +44,7 @@ Tensor sub(const Tensor& a, const Tensor& b)
 // mul(a, b) -> y = a * b          da += sum_to(dy * b), db += sum_to(dy * a)      saves a, b
 Tensor mul(const Tensor& a, const Tensor& b)
 {
+    detail::OpProfile prof(OpKind::Mul);
     check_float_pair(a, b, "mul");
     Value y = k::mul(a.value(), b.value());
     Value va = a.value(), vb = b.value();
@@ -57,6 +60,7 @@ Tensor mul(const Tensor& a, const Tensor& b)
 // div(a, b) -> y = a / b          da += sum_to(dy / b), db -= sum_to(dy * y / b)   saves b, y
 Tensor div(const Tensor& a, const Tensor& b)
 {
+    detail::OpProfile prof(OpKind::Div);
     check_float_pair(a, b, "div");
     Value y = k::div(a.value(), b.value());
     Value vb = b.value();
@@ -74,6 +78,7 @@ Tensor div(const Tensor& a, const Tensor& b)
 // add_scalar(x, s) -> y = x + s   dx += dy
 Tensor add(const Tensor& a, double s)
 {
+    detail::OpProfile prof(OpKind::AddScalar);
     check_float(a, "add");
     return record(OpKind::AddScalar, {a}, k::add_scalar(a.value(), s),
                   [](const Value& dy, Grads& dx) { dx.add(0, dy); });
@@ -82,6 +87,7 @@ Tensor add(const Tensor& a, double s)
 // mul_scalar(x, s) -> y = x * s   dx += dy * s
 Tensor mul(const Tensor& a, double s)
 {
+    detail::OpProfile prof(OpKind::MulScalar);
     check_float(a, "mul");
     return record(OpKind::MulScalar, {a}, k::mul_scalar(a.value(), s),
                   [s](const Value& dy, Grads& dx) { dx.add(0, k::mul_scalar(dy, s)); });
@@ -90,6 +96,7 @@ Tensor mul(const Tensor& a, double s)
 // neg(x) -> y = -x                dx -= dy
 Tensor neg(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Neg);
     check_float(x, "neg");
     return record(OpKind::Neg, {x}, k::unary(k::Unary::neg, x.value()),
                   [](const Value& dy, Grads& dx) { dx.add(0, k::unary(k::Unary::neg, dy)); });
@@ -98,6 +105,7 @@ Tensor neg(const Tensor& x)
 // pow(x, p) -> y = x^p            dx += dy * p * x^(p-1)                           saves x
 Tensor pow(const Tensor& x, double p)
 {
+    detail::OpProfile prof(OpKind::PowScalar);
     check_float(x, "pow");
     Value vx = x.value();
     return record(
@@ -110,6 +118,7 @@ Tensor pow(const Tensor& x, double p)
 // exp(x) -> y = e^x               dx += dy * y                                     saves y
 Tensor exp(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Exp);
     check_float(x, "exp");
     Value y = k::unary(k::Unary::exp, x.value());
     return record(OpKind::Exp, {x}, y, [y](const Value& dy, Grads& dx) { dx.add(0, k::mul(dy, y)); }, {y});
@@ -118,6 +127,7 @@ Tensor exp(const Tensor& x)
 // log(x) -> y = ln x              dx += dy / x                                     saves x
 Tensor log(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Log);
     check_float(x, "log");
     Value vx = x.value();
     return record(
@@ -128,6 +138,7 @@ Tensor log(const Tensor& x)
 // sqrt(x) -> y = √x               dx += dy / (2 y)                                 saves y
 Tensor sqrt(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Sqrt);
     check_float(x, "sqrt");
     Value y = k::unary(k::Unary::sqrt, x.value());
     return record(
@@ -137,6 +148,7 @@ Tensor sqrt(const Tensor& x)
 // abs(x) -> y = |x|               dx += dy * sign(x)  (0 at x = 0, as PyTorch)      saves x
 Tensor abs(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Abs);
     check_float(x, "abs");
     Value vx = x.value();
     return record(
@@ -147,6 +159,7 @@ Tensor abs(const Tensor& x)
 // tanh(x) -> y                    dx += dy * (1 - y^2)                             saves y
 Tensor tanh(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Tanh);
     check_float(x, "tanh");
     Value y = k::unary(k::Unary::tanh, x.value());
     return record(OpKind::Tanh, {x}, y, [y](const Value& dy, Grads& dx) { dx.add(0, k::tanh_backward(dy, y)); }, {y});
@@ -155,6 +168,7 @@ Tensor tanh(const Tensor& x)
 // sigmoid(x) -> y = 1/(1+e^-x)    dx += dy * y * (1 - y)                           saves y
 Tensor sigmoid(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Sigmoid);
     check_float(x, "sigmoid");
     Value y = k::unary(k::Unary::sigmoid, x.value());
     return record(
@@ -164,6 +178,7 @@ Tensor sigmoid(const Tensor& x)
 // relu(x) -> y = max(x, 0)        dx += dy * (x > 0)                               saves x
 Tensor relu(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::Relu);
     check_float(x, "relu");
     Value vx = x.value();
     return record(
@@ -175,6 +190,7 @@ Tensor relu(const Tensor& x)
 //   dx += dy * (Φ(x) + x φ(x))                                                     saves x
 Tensor gelu(const Tensor& x, std::string_view approximate)
 {
+    detail::OpProfile prof(OpKind::Gelu);
     check_float(x, "gelu");
     SPOOL_CHECK(approximate == "none" || approximate == "tanh", ValueError,
                 "gelu: approximate must be 'none' or 'tanh'; got '", approximate, "'");
@@ -188,6 +204,7 @@ Tensor gelu(const Tensor& x, std::string_view approximate)
 // clamp(x, lo, hi)                dx += dy * (lo <= x <= hi)                       saves x
 Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max)
 {
+    detail::OpProfile prof(OpKind::Clamp);
     check_float(x, "clamp");
     SPOOL_CHECK(min || max, ValueError, "clamp: at least one of min and max must be given");
     double lo = min.value_or(-std::numeric_limits<double>::infinity());
@@ -217,6 +234,7 @@ Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }
 // masked_fill(x, mask, v) -> y = mask ? v : x      dx += dy * !mask                saves mask
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value)
 {
+    detail::OpProfile prof(OpKind::MaskedFill);
     check_float(x, "masked_fill");
     SPOOL_CHECK(mask.defined(), ValueError, "masked_fill: mask is undefined");
     Value m = mask.value();
@@ -228,6 +246,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value)
 // where(c, a, b) -> y = c ? a : b   da += sum_to(c ? dy : 0), db += sum_to(c ? 0 : dy)  saves c
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b)
 {
+    detail::OpProfile prof(OpKind::Where);
     check_float_pair(a, b, "where");
     SPOOL_CHECK(cond.defined(), ValueError, "where: condition is undefined");
     Value c = cond.value();
@@ -245,6 +264,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b)
 // dropout(x, p) -> y = x * m, m = 0 w.p. p else 1/(1-p)     dx += dy * m          saves m
 Tensor dropout(const Tensor& x, double p, bool training)
 {
+    detail::OpProfile prof(OpKind::Dropout);
     check_float(x, "dropout");
     SPOOL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability has to be between 0 and 1; got ", p);
     if (!training || p == 0) return x;
@@ -257,6 +277,7 @@ Tensor dropout(const Tensor& x, double p, bool training)
 // to(x, dtype) -> y = cast(x)     dx += cast(dy, x.dtype)
 Tensor to(const Tensor& x, DType dtype)
 {
+    detail::OpProfile prof(OpKind::Cast);
     SPOOL_CHECK(x.defined(), ValueError, "to: input tensor is undefined");
     if (x.dtype() == dtype) return x;
     DType from = x.dtype();

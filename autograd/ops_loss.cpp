@@ -113,6 +113,7 @@ Value row_scale(const Value& dy, Reduction r, double total)
 Tensor fused_cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& weight,
                            const k::CrossEntropySpec& spec, Reduction reduction, const char* loss)
 {
+    detail::OpProfile prof(OpKind::CrossEntropy);
     detail::check_float(logits, loss);
     SPOOL_CHECK(target.defined(), ValueError, loss, ": target tensor is undefined");
     SPOOL_CHECK(logits.dim() == 2, ShapeError, loss, ": expected input of shape (N, C); got ",
@@ -214,6 +215,7 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntro
 //   dim is moved last (a copy only when it is not last already); saves x's rows and y
 Tensor logsumexp(const Tensor& x, int dim, bool keepdim)
 {
+    detail::OpProfile prof(OpKind::LogSumExp);
     detail::check_float(x, "logsumexp");
     const int d = normalize_axis(dim, x.dim(), "logsumexp");
     const Shape s = x.dim() == 0 ? Shape{1} : x.shape();
@@ -249,6 +251,7 @@ Tensor logsumexp(const Tensor& x, int dim, bool keepdim)
 // logsigmoid(x) -> y = log σ(x) = min(x, 0) − log1p(exp(−|x|))        dx += dy · σ(−x)        saves x
 Tensor logsigmoid(const Tensor& x)
 {
+    detail::OpProfile prof(OpKind::LogSigmoid);
     detail::check_float(x, "logsigmoid");
     const Value xv = x.value();
     return record(

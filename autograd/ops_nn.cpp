@@ -17,6 +17,7 @@ namespace k = kernels;
 //   dx += dy W,  dW += dyᵀ x,  db += Σ_N dy           saves x, W
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias)
 {
+    detail::OpProfile prof(OpKind::Linear);
     SPOOL_CHECK(x.defined() && weight.defined(), ValueError, "linear: input or weight is undefined");
     SPOOL_CHECK(weight.dim() == 2, ShapeError, "linear: weight must be 2-D [out_features, in_features]; got ",
                 to_string(weight.shape()));
@@ -56,6 +57,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias)
 Tensor layer_norm(const Tensor& x, const std::vector<std::int64_t>& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps)
 {
+    detail::OpProfile prof(OpKind::LayerNorm);
     SPOOL_CHECK(x.defined(), ValueError, "layer_norm: input is undefined");
     SPOOL_CHECK(is_floating(x.dtype()), TypeError, "layer_norm: expected a float tensor; got ", dtype_name(x.dtype()));
     const int nd = static_cast<int>(normalized_shape.size());
@@ -97,6 +99,7 @@ Tensor layer_norm(const Tensor& x, const std::vector<std::int64_t>& normalized_s
 AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, const Tensor& v,
                                              const SdpaOptions& o)
 {
+    detail::OpProfile prof(OpKind::Attention);
     const char* op = "scaled_dot_product_attention";
     SPOOL_CHECK(q.defined() && kk.defined() && v.defined(), ValueError, op, ": query, key or value is undefined");
     SPOOL_CHECK(is_floating(q.dtype()) && q.dtype() == kk.dtype() && q.dtype() == v.dtype(), TypeError, op,

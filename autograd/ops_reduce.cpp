@@ -61,6 +61,7 @@ std::int64_t count(const Shape& s, const std::vector<int>& dims)
 // sum(x, dims) -> y               dx += broadcast(dy)
 Tensor sum(const Tensor& x, const std::vector<int>& dims, bool keepdim)
 {
+    detail::OpProfile prof(OpKind::Sum);
     check_float(x, "sum");
     auto d = norm_dims(dims, x.dim(), "sum");
     Shape keep = reduced_shape(x.shape(), d, true);
@@ -75,6 +76,7 @@ Tensor sum(const Tensor& x) { return sum(x, {}, false); }
 // mean(x, dims) -> y = sum / N    dx += broadcast(dy) / N
 Tensor mean(const Tensor& x, const std::vector<int>& dims, bool keepdim)
 {
+    detail::OpProfile prof(OpKind::Mean);
     check_float(x, "mean");
     auto d = norm_dims(dims, x.dim(), "mean");
     Shape keep = reduced_shape(x.shape(), d, true);
@@ -90,6 +92,7 @@ Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 // max(x, dim) -> y = max_j x[.., j, ..]     dx[argmax] += dy                         saves argmax
 Tensor max(const Tensor& x, int dim, bool keepdim)
 {
+    detail::OpProfile prof(OpKind::Max);
     check_float(x, "max");
     int d = normalize_axis(dim, x.dim(), "max");
     Value idx;
@@ -122,6 +125,7 @@ Tensor argmax(const Tensor& x, int dim, bool keepdim)
 // N - correction <= 0 gives inf/NaN, as in PyTorch.
 Tensor var(const Tensor& x, const std::vector<int>& dims, int correction, bool keepdim)
 {
+    detail::OpProfile prof(OpKind::Var);
     check_float(x, "var");
     SPOOL_CHECK(correction >= 0, ValueError, "var: correction must be >= 0; got ", correction);
     auto d = norm_dims(dims, x.dim(), "var");
@@ -145,6 +149,7 @@ Tensor var(const Tensor& x, int correction) { return var(x, {}, correction, fals
 // softmax(x, dim) -> y            dx += y * (dy - sum(dy * y))                        saves y
 Tensor softmax(const Tensor& x, int dim)
 {
+    detail::OpProfile prof(OpKind::Softmax);
     check_float(x, "softmax");
     int d = normalize_axis(dim, x.dim(), "softmax");
     Value y = k::softmax(x.value(), d);
@@ -155,6 +160,7 @@ Tensor softmax(const Tensor& x, int dim)
 // log_softmax(x, dim) -> y = x - logsumexp(x)    dx += dy - exp(y) * sum(dy)        saves y
 Tensor log_softmax(const Tensor& x, int dim)
 {
+    detail::OpProfile prof(OpKind::LogSoftmax);
     check_float(x, "log_softmax");
     int d = normalize_axis(dim, x.dim(), "log_softmax");
     Value y = k::log_softmax(x.value(), d);

@@ -19,6 +19,7 @@ using detail::check_defined;
 // reshape(x, shape) -> y (shares storage)        dx += dy viewed as x's shape
 Tensor reshape(const Tensor& x, const std::vector<std::int64_t>& shape)
 {
+    detail::OpProfile prof(OpKind::Reshape);
     check_defined(x, "reshape");
     std::vector<std::int64_t> dims = shape;
     int infer = -1;
@@ -80,6 +81,7 @@ Tensor squeeze(const Tensor& x, int dim)
 // permute(x, p) -> y[i...] = x[p(i)...]          dx += permute(dy, p^-1)
 Tensor permute(const Tensor& x, const std::vector<int>& dims)
 {
+    detail::OpProfile prof(OpKind::Permute);
     check_defined(x, "permute");
     Value y = k::permute(x.value(), dims);
     std::vector<int> inv(dims.size());
@@ -102,6 +104,7 @@ Tensor transpose(const Tensor& x, int dim0, int dim1)
 // slice(x, dim, start, end, step) -> y          dx += dy scattered back (zeros elsewhere)
 Tensor slice(const Tensor& x, int dim, std::int64_t start, std::int64_t end, std::int64_t step)
 {
+    detail::OpProfile prof(OpKind::Slice);
     check_defined(x, "slice");
     int d = normalize_axis(dim, x.dim(), "slice");
     SPOOL_CHECK(step > 0, ValueError, "slice: step must be positive; got ", step);
@@ -121,6 +124,7 @@ Tensor slice(const Tensor& x, int dim, std::int64_t start, std::int64_t end, std
 // concat(xs, dim) -> y            dx_i += dy[offset_i : offset_i + n_i] along dim
 Tensor concat(const std::vector<Tensor>& xs, int dim)
 {
+    detail::OpProfile prof(OpKind::Concat);
     SPOOL_CHECK(!xs.empty(), ValueError, "concat: expected a non-empty list of tensors");
     std::vector<Value> vals;
     for (const auto& x : xs) {
@@ -145,6 +149,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) { return concat(xs, dim); }
 // broadcast_to(x, shape) -> y     dx += sum_to(dy, x.shape)
 Tensor broadcast_to(const Tensor& x, const Shape& shape)
 {
+    detail::OpProfile prof(OpKind::BroadcastTo);
     check_defined(x, "broadcast_to");
     if (x.shape() == shape) return x;
     return record(OpKind::BroadcastTo, {x}, k::broadcast_to(x.value(), shape),
@@ -172,6 +177,7 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b)
 
 Tensor matmul(const Tensor& a, const Tensor& b)
 {
+    detail::OpProfile prof(OpKind::Matmul);
     check_defined(a, "matmul");
     check_defined(b, "matmul");
     SPOOL_CHECK(is_floating(a.dtype()) && a.dtype() == b.dtype(), TypeError,
@@ -196,6 +202,7 @@ Tensor matmul(const Tensor& a, const Tensor& b)
 // index_select(x, dim, idx) -> y  dx += index_add(dy) (rows picked twice get both)      saves idx
 Tensor index_select(const Tensor& x, int dim, const Tensor& idx)
 {
+    detail::OpProfile prof(OpKind::IndexSelect);
     check_defined(x, "index_select");
     check_defined(idx, "index_select");
     int d = normalize_axis(dim, x.dim(), "index_select");
@@ -212,6 +219,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids, std::optional<std::int
     SPOOL_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be 2-D [num_embeddings, embedding_dim]; got ",
                 to_string(weight.shape()));
     if (!padding_idx) return index_select(weight, 0, ids);
+    detail::OpProfile prof(OpKind::IndexSelect);  // (index_select above profiles itself)
     const std::int64_t V = weight.shape()[0], E = weight.shape()[1], pad = *padding_idx;
     SPOOL_CHECK(pad >= 0 && pad < V, ValueError, "embedding: padding_idx ", pad, " is out of range for ", V,
                 " embeddings");

@@ -219,6 +219,7 @@ void Tape::run_backward(const Tensor& root, Value seed)
             "alive until backward has run");
     }
     done_ = true;
+    profiler::Scope prof("tape.backward", profiler::Pass::backward);  // self time: the tape's own work
     if (r.node < 0) {  // a leaf: its gradient is the seed
         accumulate(root.impl()->grad, std::move(seed));
         return;
@@ -248,6 +249,8 @@ void Tape::backprop(std::vector<std::shared_ptr<TensorImpl>>& staged)
             if (anomaly)
                 for (const auto& d : nd.dout)
                     if (d.defined()) check_finite(d, "incoming gradient", nd.kind);
+            profiler::Scope prof;  // this node's backward and the accumulation of what it returns
+            if (profiler::enabled()) prof.begin(op_name(nd.kind), profiler::Pass::backward);
             Grads g(nd);
             nd.backward(nd.dout, g);
             for (int j = 0; j < g.size(); ++j) {

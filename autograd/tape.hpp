@@ -12,6 +12,7 @@
 
 #include "autograd/op_kind.hpp"
 #include "autograd/tensor.hpp"
+#include "tensor/profiler.hpp"
 
 namespace spool {
 
@@ -118,6 +119,19 @@ void detect_anomaly(bool on);
 bool anomaly_enabled();
 
 namespace detail {
+/// Times an op's forward for the profiler (tensor/profiler.hpp): the first line of every op
+/// function. Off, it costs one relaxed load and a branch; op_name() is looked up only when on.
+class OpProfile {
+public:
+    explicit OpProfile(OpKind kind)
+    {
+        if (profiler::enabled()) scope_.begin(op_name(kind), profiler::Pass::forward);
+    }
+
+private:
+    profiler::Scope scope_;
+};
+
 bool recording(const Tensor* inputs, std::size_t n);
 /// An unrecorded result (anomaly-checked): no tape, NoGrad, or no input requires grad.
 Tensor unrecorded(OpKind kind, Value out);

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "tensor/optim_kernels.hpp"
+#include "tensor/profiler.hpp"
 
 namespace spool::optim {
 
@@ -28,6 +29,7 @@ std::vector<Value*> own_grads(const std::vector<Tensor>& params)
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite)
 {
+    profiler::Scope prof("clip_grad_norm", profiler::Pass::optimizer);
     SPOOL_CHECK(norm_type > 0, ValueError, "clip_grad_norm: norm_type must be positive (or INFINITY); got ", norm_type);
     std::vector<Value*> grads = own_grads(params);
     if (grads.empty()) return 0.0;
@@ -47,6 +49,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double
 
 void clip_grad_value(const std::vector<Tensor>& params, double clip_value)
 {
+    profiler::Scope prof("clip_grad_value", profiler::Pass::optimizer);
     SPOOL_CHECK(clip_value >= 0, ValueError, "clip_grad_value: clip_value must be non-negative; got ", clip_value);
     kernels::clamp_(own_grads(params), -clip_value, clip_value);
 }

@@ -4,6 +4,7 @@
 
 #include "tensor/kernels.hpp"
 #include "tensor/optim_kernels.hpp"
+#include "tensor/profiler.hpp"
 
 namespace spool::optim {
 
@@ -112,6 +113,7 @@ Value Optimizer::load_buffer(const StateDict& sd, const std::string& key, std::s
 
 bool Optimizer::step()
 {
+    profiler::Scope prof(name_.c_str(), profiler::Pass::optimizer);  // a row named "Adam", pass "optim"
     if (guard_) {
         std::vector<const Value*> grads;
         for (const auto& group : all_grads()) grads.insert(grads.end(), group.begin(), group.end());

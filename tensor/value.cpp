@@ -6,6 +6,8 @@
 #include <new>
 #include <vector>
 
+#include "tensor/profiler.hpp"
+
 namespace spool {
 
 // ---- caching allocator --------------------------------------------------------
@@ -41,6 +43,7 @@ int bucket_of(std::size_t bytes)
 Storage::Storage(std::size_t bytes) : bytes_(bytes)
 {
     SPOOL_CHECK(bytes <= max_bytes, ValueError, "Storage: allocation of ", bytes, " bytes is too large");
+    if (profiler::enabled()) profiler::detail::count_alloc(bytes);
     int b = bucket_of(bytes == 0 ? 1 : bytes);
     std::size_t cap = std::size_t{1} << b;
     Cache& c = cache();
