@@ -4,11 +4,22 @@
 #include <cstring>
 
 #include "tensor/kernels.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/simd.hpp"
 
 namespace spool::kernels {
 
 using namespace detail;
+
+namespace {
+/// body(o) for o in [0, rows): each moves about bytes_per_row; threaded when the total is large.
+template <class F>
+void copy_rows(std::int64_t rows, F body, std::size_t bytes_per_row)
+{
+    const auto bytes = static_cast<std::int64_t>(bytes_per_row) * rows;
+    spool::detail::parallel_for(rows, threads_for(bytes / 4), body);
+}
+}  // namespace
 
 Value permute(const Value& x, const std::vector<int>& perm)
 {
@@ -33,17 +44,24 @@ Value permute(const Value& x, const std::vector<int>& perm)
     std::int64_t nblocks = out.prod(0, keep);
     const char* src = static_cast<const char*>(x.raw());
     char* dst = static_cast<char*>(y.raw());
-    std::size_t isz = itemsize(x.dtype());
-    std::int64_t idx[Shape::max_rank] = {};
-    for (std::int64_t b = 0; b < nblocks; ++b) {
-        std::int64_t off = 0;
-        for (int i = 0; i < keep; ++i) off += idx[i] * xs[normalize_axis(perm[i], r, "permute")];
-        std::memcpy(dst + b * block, src + off * isz, block);
-        for (int i = keep - 1; i >= 0; --i) {
-            if (++idx[i] < out[i]) break;
-            idx[i] = 0;
-        }
+    const std::size_t isz = itemsize(x.dtype());
+    std::int64_t stride[Shape::max_rank] = {};  // source stride (bytes) of output dim i
+    for (int i = 0; i < keep; ++i) stride[i] = xs[normalize_axis(perm[i], r, "permute")] * static_cast<std::int64_t>(isz);
+    if (keep == 0) {
+        std::memcpy(dst, src, block);
+        return y;
     }
+    // rows: every output index but the last moved dim; each row copies out[keep-1] blocks
+    const std::int64_t inner = out[keep - 1], rows = nblocks / inner, step = stride[keep - 1];
+    copy_rows(rows, [&](std::int64_t row) {
+        std::int64_t off = 0, rest = row;
+        for (int i = keep - 2; i >= 0; --i) {
+            off += (rest % out[i]) * stride[i];
+            rest /= out[i];
+        }
+        char* d = dst + static_cast<std::size_t>(row * inner) * block;
+        for (std::int64_t j = 0; j < inner; ++j) std::memcpy(d + static_cast<std::size_t>(j) * block, src + off + j * step, block);
+    }, static_cast<std::size_t>(inner) * block);
     return y;
 }
 
@@ -69,6 +87,13 @@ Value slice(const Value& x, int axis, std::int64_t start, std::int64_t end, std:
     auto b = blocks_of(x.shape(), axis, x.dtype());
     const char* src = static_cast<const char*>(x.raw());
     char* dst = static_cast<char*>(y.raw());
+    if (step == 1) {  // one run of len x inner per outer index (the q/k/v split of the last dim)
+        const std::size_t run = static_cast<std::size_t>(len) * b.inner_bytes;
+        copy_rows(b.outer, [&](std::int64_t o) {
+            std::memcpy(dst + static_cast<std::size_t>(o) * run, src + (o * b.n + start) * b.inner_bytes, run);
+        }, run);
+        return y;
+    }
     for (std::int64_t o = 0; o < b.outer; ++o)
         for (std::int64_t j = 0; j < len; ++j)
             std::memcpy(dst + (o * len + j) * b.inner_bytes, src + (o * b.n + start + j * step) * b.inner_bytes,
@@ -78,10 +103,23 @@ Value slice(const Value& x, int axis, std::int64_t start, std::int64_t end, std:
 
 Value slice_backward(const Value& dy, const Shape& shape, int axis, std::int64_t start, std::int64_t step)
 {
-    Value dx = Value::zeros(shape, dy.dtype());
     auto b = blocks_of(shape, axis, dy.dtype());
     std::int64_t len = dy.shape()[axis];
     const char* src = static_cast<const char*>(dy.raw());
+    if (step == 1) {  // per outer index: zeros before, the run of dy, zeros after
+        Value dx = Value::empty(shape, dy.dtype());
+        char* dst = static_cast<char*>(dx.raw());
+        const std::size_t row = static_cast<std::size_t>(b.n) * b.inner_bytes, run = static_cast<std::size_t>(len) * b.inner_bytes;
+        const std::size_t head = static_cast<std::size_t>(start) * b.inner_bytes;
+        copy_rows(b.outer, [&](std::int64_t o) {
+            char* d = dst + static_cast<std::size_t>(o) * row;
+            std::memset(d, 0, head);
+            std::memcpy(d + head, src + static_cast<std::size_t>(o) * run, run);
+            std::memset(d + head + run, 0, row - head - run);
+        }, row);
+        return dx;
+    }
+    Value dx = Value::zeros(shape, dy.dtype());
     char* dst = static_cast<char*>(dx.raw());
     for (std::int64_t o = 0; o < b.outer; ++o)
         for (std::int64_t j = 0; j < len; ++j)
