@@ -268,10 +268,11 @@ Tensor dropout(const Tensor& x, double p, bool training)
     check_float(x, "dropout");
     SPOOL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability has to be between 0 and 1; got ", p);
     if (!training || p == 0) return x;
-    Value m = k::dropout_mask(x.shape(), x.dtype(), p);
-    return record(
-        OpKind::Dropout, {x}, k::mul(x.value(), m), [m](const Value& dy, Grads& dx) { dx.add(0, k::mul(dy, m)); },
-        {m});
+    // the mask is regenerated from its counters in backward, never stored (PyTorch keeps a
+    // byte per element; here dropout saves nothing but 16 bytes of generator state)
+    const RngState s = k::dropout_reserve(x.numel());
+    return record(OpKind::Dropout, {x}, k::dropout_apply(x.value(), p, s),
+                  [s, p](const Value& dy, Grads& dx) { dx.add(0, k::dropout_apply(dy, p, s)); });
 }
 
 // to(x, dtype) -> y = cast(x)     dx += cast(dy, x.dtype)

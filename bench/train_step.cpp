@@ -86,6 +86,8 @@ void run_spool(const Config& c, int threads)
         t.opt = now_s() - t3;
         if (s >= c.warmup) print_step(t);
     }
+    const AllocatorStats a = allocator_stats();  // the caching allocator's peak and what it holds
+    std::printf("ALLOC %.3f %.3f\n", double(a.peak_bytes_in_use) / (1 << 20), double(a.bytes_cached + a.bytes_in_use) / (1 << 20));
 }
 
 // ---- the parent: children, contention, statistics ---------------------------------------------------
@@ -99,6 +101,7 @@ struct Run {
 struct Samples {
     std::vector<double> step, fwd, bwd, opt, loss;
     double max_rss_mib = 0;
+    double alloc_peak_mib = 0, alloc_held_mib = 0;  // spool's allocator: peak in use, held at the end
 };
 
 std::vector<std::string> g_forward_args;  // dimension options, passed on to children
@@ -158,6 +161,9 @@ void run_child(const Run& r, Samples& out)
             out.opt.push_back(o * 1e3);
             out.step.push_back((f + b + o) * 1e3);
             out.loss.push_back(l);
+        } else if (std::sscanf(line, "ALLOC %lf %lf", &f, &b) == 2) {
+            out.alloc_peak_mib = std::max(out.alloc_peak_mib, f);
+            out.alloc_held_mib = std::max(out.alloc_held_mib, b);
         } else if (std::strncmp(line, "CORE ", 5) == 0) {
             g_peer_core = std::string(line + 5);
             g_peer_core.erase(g_peer_core.find_last_not_of(" \n") + 1);
@@ -331,6 +337,8 @@ int main(int argc, char** argv)
                 j.num("opt_ms", stats_of(samples[i].opt).median);
                 j.num("first_loss", samples[i].loss.empty() ? 0 : samples[i].loss.front());
                 j.num("peak_rss_mib", samples[i].max_rss_mib).num("steps", double(samples[i].step.size()));
+                if (runs[i].impl == "spool")
+                    j.num("alloc_peak_mib", samples[i].alloc_peak_mib).num("alloc_held_mib", samples[i].alloc_held_mib);
                 j.print();
                 if (runs[i].impl == "spool") {
                     spool_ms = st.median;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "tensor/random.hpp"
 #include "tensor/value.hpp"
 
 namespace spool::kernels {
@@ -86,5 +87,10 @@ Value matmul(const Value& a, const Value& b, bool ta = false, bool tb = false);
 // ---- randomness (counter-based, see tensor/random.hpp) -----------------------------------
 /// dropout keep-multiplier: 0 with probability p, 1/(1-p) otherwise, same dtype as like.
 Value dropout_mask(const Shape& shape, DType dt, double p);
+/// The generator state a dropout of n elements draws from (reserved: later draws differ).
+RngState dropout_reserve(std::int64_t n);
+/// x times the keep-multiplier dropout_mask would give from state s, in one pass and with
+/// no mask stored: dropout's backward calls it again on dy with the same s.
+Value dropout_apply(const Value& x, double p, const RngState& s);
 
 }  // namespace spool::kernels

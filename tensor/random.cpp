@@ -142,7 +142,7 @@ void blocks(const RngState& s, std::uint64_t first, std::int64_t count, std::uin
 }
 
 /// Fill n outputs, each from `per` consecutive uint32 words, chunked over threads.
-/// per is a template parameter: a runtime divisor in w / per cost an integer division per
+/// out[i] = conv(words of output i, i). per is a template parameter: a runtime divisor in w / per cost an integer division per
 /// output and kept the loop scalar.
 template <int per, class T, class Conv>
 void fill(const RngState& s, T* out, std::int64_t n, Conv conv)
@@ -160,7 +160,8 @@ void fill(const RngState& s, T* out, std::int64_t n, Conv conv)
         T* o = out + w0 / per;
         const std::int64_t count = (w1 - w0) / per;
         const Conv f = conv;  // a local copy: stores to o cannot alias its captures, so this vectorises
-        for (std::int64_t k = 0; k < count; ++k) o[k] = f(buf + k * per);
+        const std::int64_t first = w0 / per;
+        for (std::int64_t k = 0; k < count; ++k) o[k] = f(buf + k * per, first + k);
     });
 }
 
@@ -228,12 +229,12 @@ std::uint32_t keep_threshold(double p)
 // uniform float: top 24 bits -> [0, 1); double: 53 bits from two words
 void uniform(const RngState& s, float* out, std::int64_t n)
 {
-    fill<1>(s, out, n, [](const std::uint32_t* w) { return static_cast<float>(w[0] >> 8) * 0x1.0p-24f; });
+    fill<1>(s, out, n, [](const std::uint32_t* w, std::int64_t) { return static_cast<float>(w[0] >> 8) * 0x1.0p-24f; });
 }
 
 void uniform(const RngState& s, double* out, std::int64_t n)
 {
-    fill<2>(s, out, n, [](const std::uint32_t* w) {
+    fill<2>(s, out, n, [](const std::uint32_t* w, std::int64_t) {
         std::uint64_t v = (std::uint64_t{w[0]} << 21) ^ (w[1] >> 11);
         return static_cast<double>(v) * 0x1.0p-53;
     });
@@ -243,7 +244,7 @@ void uniform(const RngState& s, double* out, std::int64_t n)
 // every output a function of its own counter words.
 void normal(const RngState& s, float* out, std::int64_t n)
 {
-    fill<2>(s, out, n, [](const std::uint32_t* w) {
+    fill<2>(s, out, n, [](const std::uint32_t* w, std::int64_t) {
         float u1 = (static_cast<float>(w[0] >> 8) + 1.0f) * 0x1.0p-24f;
         float u2 = static_cast<float>(w[1] >> 8) * 0x1.0p-24f;
         return std::sqrt(-2.0f * std::log(u1)) * std::cos(static_cast<float>(two_pi) * u2);
@@ -252,7 +253,7 @@ void normal(const RngState& s, float* out, std::int64_t n)
 
 void normal(const RngState& s, double* out, std::int64_t n)
 {
-    fill<4>(s, out, n, [](const std::uint32_t* w) {
+    fill<4>(s, out, n, [](const std::uint32_t* w, std::int64_t) {
         std::uint64_t a = (std::uint64_t{w[0]} << 21) ^ (w[1] >> 11), b = (std::uint64_t{w[2]} << 21) ^ (w[3] >> 11);
         double u1 = (static_cast<double>(a) + 1.0) * 0x1.0p-53, u2 = static_cast<double>(b) * 0x1.0p-53;
         return std::sqrt(-2.0 * std::log(u1)) * std::cos(two_pi * u2);
@@ -272,12 +273,31 @@ Value kernels::dropout_mask(const Shape& shape, DType dt, double p)
             std::fill_n(d, n, T(0));
             return m;
         }
-        RngState s = rng::reserve(static_cast<std::uint64_t>((n + 3) / 4));
+        RngState s = dropout_reserve(n);
         const T scale = static_cast<T>(1.0 / (1.0 - p));
         const std::uint32_t threshold = rng::keep_threshold(p);
         // keep when the 32-bit word >= p * 2^32: exact probability up to 2^-32
-        fill<1>(s, d, n, [=](const std::uint32_t* w) { return w[0] >= threshold ? scale : T(0); });
+        fill<1>(s, d, n, [=](const std::uint32_t* w, std::int64_t) { return w[0] >= threshold ? scale : T(0); });
         return m;
+    });
+}
+
+RngState kernels::dropout_reserve(std::int64_t n) { return rng::reserve(static_cast<std::uint64_t>((n + 3) / 4)); }
+
+Value kernels::dropout_apply(const Value& x, double p, const RngState& s)
+{
+    SPOOL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability has to be between 0 and 1; got ", p);
+    return kernels::detail::dispatch_float(x.dtype(), "dropout", [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        const T* xs = x.data<T>();
+        // x times the multiplier, so NaN and inf in x propagate as x * 0 does (PyTorch's x * mask)
+        const T scale = p == 1 ? T(0) : static_cast<T>(1.0 / (1.0 - p));
+        const std::uint32_t threshold = p == 1 ? 0 : rng::keep_threshold(p);
+        const bool all = p == 1;
+        fill<1>(s, y.data<T>(), x.numel(), [=](const std::uint32_t* w, std::int64_t i) {
+            return xs[i] * (all || w[0] < threshold ? T(0) : scale);
+        });
+        return y;
     });
 }
 

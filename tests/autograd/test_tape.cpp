@@ -2,8 +2,10 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "spool.hpp"
+#include "tensor/kernels.hpp"
 
 using namespace spool;
 
@@ -118,6 +120,29 @@ TEST_CASE("dropout is reproducible under manual_seed and identity in eval")
     for (double v : a) zeros += v == 0;
     CHECK(zeros > 400);
     CHECK(zeros < 600);
+}
+
+TEST_CASE("dropout draws the mask dropout_mask draws, applies it again in backward and stores none")
+{
+    // the mask is regenerated from its generator counters in backward: same numbers as the
+    // stored-mask formulation x * m, dx = dy * m, with 0 saved bytes on the tape
+    for (DType dt : {f32, f64}) {
+        manual_seed(11);
+        Tensor x = randn({3, 1001}, {.dtype = dt, .requires_grad = true});
+        Tensor w = randn({3, 1001}, {.dtype = dt});
+        const RngState before = get_rng_state();
+        Tape tape;
+        Tensor y = dropout(x, 0.3);
+        CHECK(tape.stats().saved_bytes == 0);
+        tape.backward(sum(y * w));
+        set_rng_state(before);
+        const Value m = kernels::dropout_mask(x.shape(), dt, 0.3);
+        CHECK(y.tolist() == Tensor(kernels::mul(x.value(), m)).tolist());
+        CHECK(x.grad().tolist() == Tensor(kernels::mul(w.value(), m)).tolist());
+    }
+    // NaN and inf in x propagate through dropped positions as x * 0 does
+    Tensor z = from_vector(std::vector<double>(64, std::nan("")), {64});
+    for (double v : dropout(z, 0.5).tolist()) CHECK(std::isnan(v));
 }
 
 TEST_CASE("anomaly mode names the op that produced NaN")

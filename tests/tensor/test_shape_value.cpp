@@ -51,6 +51,27 @@ TEST_CASE("storage is 64-byte aligned and reused by the caching allocator")
     CHECK(st.bytes_in_use >= 4000);
 }
 
+TEST_CASE("allocator size classes: powers of two up to 4 KiB, then quarter octaves (at most 25% waste)")
+{
+    auto held_for = [](std::int64_t floats) {
+        const std::size_t before = allocator_stats().bytes_in_use;
+        Value v = Value::empty(Shape{floats}, f32);
+        return allocator_stats().bytes_in_use - before;
+    };
+    CHECK(held_for(1) == 64);
+    CHECK(held_for(1000) == 4096);              // 4,000 bytes: a power of two below 4 KiB
+    CHECK(held_for(1 << 20) == (4u << 20));     // a power of two is its own class
+    CHECK(held_for(64 * 32 * 768) == 6u << 20);            // T-small's q/k/v projection: 6 MiB (was 8)
+    CHECK(held_for((5 << 20) / 4 + 1) == 6u << 20);        // just past 5 MiB -> 4 + 2 x 1 MiB
+    CHECK(held_for((3 << 20) / 4 + 1) == (7u << 20) / 2);  // just past 3 MiB -> 2 + 3 x 0.5 MiB
+    for (std::int64_t n : {1025, 3000, 5001, 100000, 777777, 2048 * 1000, 2048 * 1100}) {
+        const std::size_t held = held_for(n), bytes = 4 * static_cast<std::size_t>(n);
+        INFO(n << " floats: " << held << " bytes held");
+        CHECK(held >= bytes);
+        CHECK(held <= bytes + bytes / 4 + 4096 / 4);
+    }
+}
+
 TEST_CASE("creation: zeros, ones, full, arange, from_vector")
 {
     CHECK(zeros({2, 2}).tolist() == std::vector<double>{0, 0, 0, 0});
