@@ -83,7 +83,7 @@ void for_each_row(const Plan<N>& p, Row row)
         }
     };
     const int nt = rows * n < parallel_grain || rows == 1 ? 1 : get_num_threads();
-    spool::detail::parallel_team(nt, [&](int t, int team) { run(rows * t / team, rows * (t + 1) / team); });
+    spool::detail::parallel_blocks(rows, nt, 1, run);
 }
 
 /// z[0..n) = f(x, y) with x/y stride 0 (broadcast scalar) or 1.

@@ -5,12 +5,12 @@
 // Not here: runtime ISA dispatch (the arch is xsimd's compile-time default), complex or mixed types.
 
 #include "tensor/gemm.hpp"
-#include "tensor/parallel.hpp"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -28,6 +28,7 @@
 #pragma GCC diagnostic pop
 
 #include "tensor/errors.hpp"
+#include "tensor/parallel.hpp"
 #include "tensor/threads.hpp"
 
 namespace spool::kernels {
@@ -488,14 +489,20 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
     if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc);
 
-    spool::detail::parallel_team(nt, [&](int t, int team) {
-        const Split s = choose_split<T>(M, N, team);
-        const int ti = t / s.tn, tj = t % s.tn;
-        const int64_t m0 = cut(M, s.tm, ti, Tile<T>::MR), m1 = cut(M, s.tm, ti + 1, Tile<T>::MR);
-        const int64_t n0 = cut(N, s.tn, tj, Tile<T>::NR), n1 = cut(N, s.tn, tj + 1, Tile<T>::NR);
-        if (m1 > m0 && n1 > n0) {
-            const View<T> a{A.at(m0, 0), A.ld, A.trans}, b{B.at(0, n0), B.ld, B.trans};
-            gemm_serial(m1 - m0, n1 - n0, K, alpha, a, b, beta, C + m0 * ldc + n0, ldc);
+    // More tiles than threads (up to 4 each, each worth a thread), claimed as threads finish:
+    // a thread slowed by another process on its core computes fewer of them
+    const int parts = int(std::min<int64_t>(4 * nt, std::max<int64_t>(nt, work / kFlopsPerThread)));
+    const Split s = choose_split<T>(M, N, parts);
+    std::atomic<int> next{0};
+    spool::detail::parallel_team(nt, [&](int, int) {
+        for (int p; (p = next.fetch_add(1, std::memory_order_relaxed)) < parts;) {
+            const int ti = p / s.tn, tj = p % s.tn;
+            const int64_t m0 = cut(M, s.tm, ti, Tile<T>::MR), m1 = cut(M, s.tm, ti + 1, Tile<T>::MR);
+            const int64_t n0 = cut(N, s.tn, tj, Tile<T>::NR), n1 = cut(N, s.tn, tj + 1, Tile<T>::NR);
+            if (m1 > m0 && n1 > n0) {
+                const View<T> a{A.at(m0, 0), A.ld, A.trans}, b{B.at(0, n0), B.ld, B.trans};
+                gemm_serial(m1 - m0, n1 - n0, K, alpha, a, b, beta, C + m0 * ldc + n0, ldc);
+            }
         }
     });
 }

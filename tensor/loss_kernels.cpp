@@ -81,8 +81,8 @@ template <class F>
 void for_rows(std::int64_t rows, std::int64_t work, bool fence, F body)
 {
     const int nt = rows > 1 ? threads_for(work) : 1;
-    spool::detail::parallel_team(nt, [&](int t, int team) {
-        for (std::int64_t i = rows * t / team; i < rows * (t + 1) / team; ++i) body(i);
+    spool::detail::parallel_blocks(rows, nt, 1, [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t i = b; i < e; ++i) body(i);
         if (fence) store_fence();
     });
 }

@@ -33,10 +33,7 @@ void for_slices(const std::vector<std::int64_t>& sizes, std::int64_t align, F&& 
 {
     std::int64_t total = 0;
     for (auto n : sizes) total += round_up(n, align);
-    const int nt = threads_for(total);
-    const std::int64_t chunk = round_up((total + nt - 1) / nt, align);
-    spool::detail::parallel_team(nt, [&](int t, int) {
-        const std::int64_t gb = t * chunk, ge = std::min(total, gb + chunk);
+    spool::detail::parallel_blocks(total, threads_for(total), align, [&](std::int64_t gb, std::int64_t ge) {
         std::int64_t off = 0;
         for (std::size_t k = 0; k < sizes.size() && off < ge; ++k) {
             const std::int64_t padded = round_up(sizes[k], align);

@@ -8,26 +8,31 @@
 // one step still hand over without a system call) and then sleeps in the kernel (futex),
 // so a thread that has nothing to do gives its core back.
 //
-// The calling thread is member 0 of every team; regions opened from inside a region run
-// serially on the calling thread, and so do regions opened by a second user thread while
-// one is running (nothing is shared between them, so no lock is held while working).
+// The calling thread is member 0 of every region and workers join it while it runs; the
+// caller never waits for a worker that has not joined (one whose core another process has
+// taken), so bodies share their work dynamically: parallel_blocks and parallel_for hand out
+// blocks as threads finish. Regions opened from inside a region, or by a second user
+// thread while one is running, run on the calling thread alone.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 namespace spool::detail {
 
-/// Runs fn(ctx, t, nt) for t in [0, nt) on nt threads, the caller as t = 0, and returns
-/// when all are done. An exception thrown by any member is rethrown here (the first one).
+/// Runs fn(ctx, 0, nt) on the caller and fn(ctx, t, nt), t in [1, nt), on each worker that
+/// joins before the caller's own call returns; returns when every member is done. Members
+/// that do not join never run, so fn must claim its work dynamically. An exception thrown
+/// by any member is rethrown here (the first one).
 void parallel_run(int nt, void (*fn)(void*, int, int), void* ctx);
 
 /// True inside a parallel_run body (on any member thread).
 bool in_parallel();
 
-/// body(t, nt) on a team of nt threads (nt <= 1: body(0, 1) on this thread). The body runs
-/// through one compiled function whatever the team size: inlined in two places it could
-/// compile to different code (FMA contraction, vectorisation), and kernels promise the same
-/// bits at every thread count.
+/// body(t, nt) on up to nt threads, as parallel_run (nt <= 1: body(0, 1) on this thread).
+/// The body runs through one compiled function whatever the team size: inlined in two
+/// places it could compile to different code (FMA contraction, vectorisation), and kernels
+/// promise the same bits at every thread count.
 template <class F>
 void parallel_team(int nt, F&& body)
 {
@@ -35,14 +40,33 @@ void parallel_team(int nt, F&& body)
     parallel_run(nt < 1 ? 1 : nt, [](void* ctx, int t, int n) { (*static_cast<Body*>(ctx))(t, n); }, &body);
 }
 
-/// body(i) for i in [0, n), split into nt contiguous blocks (OpenMP's schedule(static)).
+/// body(begin, end) over [0, n) in contiguous blocks (multiples of align but the last) that
+/// the team's threads claim as they finish, about 4 per thread: a thread slowed down (another
+/// process sharing its core) takes fewer, and the region ends when the work does instead of
+/// waiting for an even share from the slowest thread. Callers make each element's result
+/// independent of the block it falls in, so the bits do not depend on the schedule.
+template <class F>
+void parallel_blocks(std::int64_t n, int nt, std::int64_t align, F&& body)
+{
+    if (n <= 0) return;
+    const std::int64_t units = (n + align - 1) / align;
+    if (nt > units) nt = static_cast<int>(units);
+    if (nt < 1) nt = 1;
+    const std::int64_t blocks = units < 4 * nt ? units : 4 * nt;
+    std::atomic<std::int64_t> next{0};
+    parallel_team(nt, [&](int, int) {
+        for (std::int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
+            const std::int64_t b = units * k / blocks * align, e = units * (k + 1) / blocks * align;
+            body(b, e < n ? e : n);
+        }
+    });
+}
+
+/// body(i) for i in [0, n) on nt threads, in blocks claimed as threads finish.
 template <class F>
 void parallel_for(std::int64_t n, int nt, F&& body)
 {
-    if (n <= 0) return;
-    if (nt > n) nt = static_cast<int>(n);
-    parallel_team(nt, [&](int t, int team) {
-        const std::int64_t b = n * t / team, e = n * (t + 1) / team;
+    parallel_blocks(n, nt, 1, [&](std::int64_t b, std::int64_t e) {
         for (std::int64_t i = b; i < e; ++i) body(i);
     });
 }

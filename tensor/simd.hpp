@@ -27,12 +27,7 @@ inline int threads_for(std::int64_t work) { return work >= parallel_grain ? get_
 template <class F>
 void parallel_range(std::int64_t n, std::int64_t W, F body)
 {
-    int nt = threads_for(n);
-    std::int64_t chunk = (n / nt + W - 1) / W * W;
-    spool::detail::parallel_team(nt, [&](int t, int) {
-        std::int64_t b = std::min(n, t * chunk), e = std::min(n, b + chunk);
-        if (b < e) body(b, e);
-    });
+    spool::detail::parallel_blocks(n, threads_for(n), W, body);
 }
 
 /// y[i] = f(x[i]). f is a generic lambda called with batch<T>; the tail goes through a

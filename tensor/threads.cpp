@@ -76,6 +76,11 @@ T wait_change(const std::atomic<T>& value, T old, Clock::duration spin)
     }
 }
 
+/// A region is open from when the caller publishes it until the caller has finished its own
+/// share: workers join while it is open, each taking one of nt - 1 slots, and the caller
+/// then waits only for those that joined. A worker that is not running (its core taken by
+/// another process) is never waited for; the caller and the others do its share, because
+/// every body claims its work dynamically (parallel_blocks).
 class Pool {
 public:
     Pool() : spin_(std::chrono::microseconds(env_int("SPOOL_SPIN_US", 50))) {}
@@ -88,33 +93,42 @@ public:
             run_serial(nt, fn, ctx);
             return;
         }
-        const std::uint32_t current = generation_.load(std::memory_order_relaxed);
-        while (static_cast<int>(workers_.size()) < nt - 1) {
-            const int index = static_cast<int>(workers_.size()) + 1;
-            workers_.emplace_back([this, index, current] { work(index, current); });
+        const Clock::time_point start = Clock::now();
+        if (start < serial_until_) {  // backing off: a worker kept us waiting just now
+            run_serial(nt, fn, ctx);
+            return;
         }
+        const std::uint32_t current = generation_.load(std::memory_order_relaxed);
+        while (static_cast<int>(workers_.size()) < nt - 1) workers_.emplace_back([this, current] { work(current); });
         fn_ = fn;
         ctx_ = ctx;
         team_ = nt;
         error_ = nullptr;
-        // every worker reports back, members or not, so none can lag into the next region
-        pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+        finished_.store(0, std::memory_order_relaxed);
+        slots_.store(nt - 1, std::memory_order_release);  // opens the region
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
         member(0);
-        // wait for the others even if member 0 threw: they use ctx, which lives in our caller
-        for (int left = pending_.load(std::memory_order_acquire); left != 0;)
-            left = wait_change(pending_, left, spin_);
+        const Clock::time_point own_end = Clock::now();
+        // close: slots nobody took are withdrawn; wait for those who joined (they use ctx,
+        // which lives in our caller), even if member 0 threw
+        const int unclaimed = slots_.exchange(closed, std::memory_order_acq_rel);
+        const int joined = nt - 1 - std::max(unclaimed, 0);
+        for (int done = finished_.load(std::memory_order_acquire); done != joined;)
+            done = wait_change(finished_, done, spin_);
+        if (joined > 0) back_off_if_kept_waiting(own_end - start, Clock::now() - own_end);
         if (error_) std::rethrow_exception(error_);
     }
 
 private:
+    static constexpr int closed = -(1 << 30);
+
     static void run_serial(int nt, void (*fn)(void*, int, int), void* ctx)
     {
         const bool outer = t_in_parallel;
         t_in_parallel = true;
         try {
-            for (int t = 0; t < nt; ++t) fn(ctx, t, nt);
+            fn(ctx, 0, nt);  // member 0 claims all the work
         } catch (...) {
             t_in_parallel = outer;
             throw;
@@ -134,25 +148,58 @@ private:
         t_in_parallel = false;
     }
 
-    void work(int index, std::uint32_t seen)
+    /// A joined worker that is descheduled while it holds a block (another process took its
+    /// core) keeps the caller waiting for a scheduler time slice, ~milliseconds, in region
+    /// after region: a 2-thread step then took 1.4x the 1-thread step. When the caller waited
+    /// longer than its own share took (and over 100 µs), regions run on the caller alone for
+    /// a while — 5 ms, doubling while it recurs, up to 200 ms — then threads are tried again.
+    void back_off_if_kept_waiting(Clock::duration own, Clock::duration waited)
+    {
+        using namespace std::chrono_literals;
+        if (waited > std::max<Clock::duration>(own, 100us)) {
+            backoff_ = std::min<Clock::duration>(std::max<Clock::duration>(2 * backoff_, 5ms), 200ms);
+            serial_until_ = Clock::now() + backoff_;
+        } else {
+            backoff_ = backoff_ / 2;
+        }
+    }
+
+    /// Take a slot of the open region: its member index, or 0 when it is closed or full.
+    int join()
+    {
+        int free = slots_.load(std::memory_order_acquire);
+        while (free > 0) {
+            if (slots_.compare_exchange_weak(free, free - 1, std::memory_order_acq_rel, std::memory_order_acquire))
+                return team_ - free;  // slots nt-1 .. 1 -> members 1 .. nt-1
+        }
+        return 0;
+    }
+
+    void work(std::uint32_t seen)
     {
         for (;;) {
             seen = wait_change(generation_, seen, spin_);
-            if (index < team_) member(index);  // else a smaller team this time
-            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+            const int t = join();
+            if (t == 0) continue;  // too late: the caller closed this region
+            member(t);
+            finished_.fetch_add(1, std::memory_order_acq_rel);
+            finished_.notify_one();
         }
     }
 
     std::mutex mutex_;
     std::vector<std::thread> workers_;
     std::atomic<std::uint32_t> generation_{0};
-    std::atomic<int> pending_{0};
+    std::atomic<int> slots_{closed};   // free member slots of the open region; closed when none is open
+    std::atomic<int> finished_{0};     // members of the region that are done
     void (*fn_)(void*, int, int) = nullptr;
     void* ctx_ = nullptr;
     int team_ = 0;
     std::mutex error_mutex_;
     std::exception_ptr error_;
     Clock::duration spin_;
+    Clock::time_point serial_until_{};  // contention back-off: regions run on the caller alone until then
+    Clock::duration backoff_{};
 };
 
 Pool* g_pool = nullptr;
@@ -193,7 +240,7 @@ namespace detail {
 void parallel_run(int nt, void (*fn)(void*, int, int), void* ctx)
 {
     if (nt <= 1 || t_in_parallel) {
-        for (int t = 0; t < nt; ++t) fn(ctx, t, nt);
+        fn(ctx, 0, nt < 1 ? 1 : nt);  // member 0 claims all the work
         return;
     }
     instance().run(nt, fn, ctx);
