@@ -489,9 +489,11 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
     if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc);
 
-    // More tiles than threads (up to 4 each, each worth a thread), claimed as threads finish:
-    // a thread slowed by another process on its core computes fewer of them
-    const int parts = int(std::min<int64_t>(4 * nt, std::max<int64_t>(nt, work / kFlopsPerThread)));
+    // One tile per thread, claimed rather than assigned: a worker that has not woken up when
+    // the caller is done with its tile leaves its tile to the caller. (Cutting 4 tiles per
+    // thread balanced better under contention but repacked more: 512^3 at 2 threads lost
+    // ~25% on an idle machine; the pool's back-off handles contention instead.)
+    const int parts = nt;
     const Split s = choose_split<T>(M, N, parts);
     std::atomic<int> next{0};
     spool::detail::parallel_team(nt, [&](int, int) {
