@@ -6,8 +6,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdint>
+#include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
 #include <vector>
 
 namespace spool::bench {
@@ -100,6 +106,24 @@ inline Json machine_line(const char* bench)
     Json j(bench);
     j.str("cpu", cpu_model()).str("spool_kernel", simd_kernel()).str("os", os);
     return j;
+}
+
+/// A command-line option that sets a number: its name and the field it sets.
+using NumberOption = std::pair<const char*, std::variant<std::int64_t*, int*, double*>>;
+
+/// If a names one of options, sets its field from next() (and appends a and the value to
+/// forwarded, if given) and returns true; otherwise false.
+inline bool parse_number_option(const std::string& a, const std::function<std::string()>& next,
+                                const std::vector<NumberOption>& options, std::vector<std::string>* forwarded = nullptr)
+{
+    for (const auto& [name, field] : options) {
+        if (a != name) continue;
+        const std::string v = next();
+        std::visit([&](auto* f) { *f = static_cast<std::remove_pointer_t<decltype(f)>>(std::atof(v.c_str())); }, field);
+        if (forwarded) forwarded->insert(forwarded->end(), {a, v});
+        return true;
+    }
+    return false;
 }
 
 }  // namespace spool::bench

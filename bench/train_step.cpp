@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "bench/bench_util.hpp"
+#include "bench/child.hpp"
 #include "bench/machine.hpp"
 #include "bench/train_step.hpp"
 #include "spool.hpp"
@@ -109,51 +110,15 @@ std::string g_self, g_peer;               // this program; the LibTorch program 
 std::string g_openblas_core;              // OPENBLAS_CORETYPE for LibTorch children ("" = OpenBLAS's choice)
 std::string g_peer_core = "none";         // the kernel set the LibTorch children reported
 
-/// Debian's OpenBLAS picks its kernels at run time and falls back to generic SSE3 code
-/// ("Prescott") on CPUs newer than it knows; the peer then runs at a fraction of its speed.
-/// Name the newest kernel set the CPU can run instead, so the peer is at its best.
-std::string best_openblas_core(const std::string& detected)
-{
-    if (detected != "Prescott" && detected != "Core2" && detected != "Nehalem" && detected != "Sandybridge")
-        return "";
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return "SkylakeX";
-    if (__builtin_cpu_supports("avx2")) return "Haswell";
-    return "";
-}
-
-/// Runs this program as a child for one configuration; appends its step times.
+/// Runs this program (spool) or the LibTorch program as a child for one configuration;
+/// appends its step times.
 void run_child(const Run& r, Samples& out)
 {
-    int fds[2];
-    if (pipe(fds) != 0) throw std::runtime_error("train_step: pipe failed");
-    const pid_t pid = fork();
-    if (pid < 0) throw std::runtime_error("train_step: fork failed");
-    if (pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        if (r.impl == "spool") {
-            unsetenv("OMP_WAIT_POLICY");
-            unsetenv("GOMP_SPINCOUNT");
-        } else {
-            setenv("OMP_WAIT_POLICY", "passive", 1);
-            if (!g_openblas_core.empty()) setenv("OPENBLAS_CORETYPE", g_openblas_core.c_str(), 1);
-        }
-        const std::string& program = r.impl == "spool" ? g_self : g_peer;
-        std::vector<std::string> args{program};
-        if (r.impl == "spool") args.insert(args.end(), {"--child", "spool"});
-        args.insert(args.end(), {"--setting", r.setting});
-        args.insert(args.end(), g_forward_args.begin(), g_forward_args.end());
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        execv(program.c_str(), argv.data());
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE* in = fdopen(fds[0], "r");
-    char line[512];
-    while (std::fgets(line, sizeof line, in)) {
+    std::vector<std::string> args{r.impl == "spool" ? g_self : g_peer};
+    if (r.impl == "spool") args.insert(args.end(), {"--child", "spool"});
+    args.insert(args.end(), {"--setting", r.setting});
+    args.insert(args.end(), g_forward_args.begin(), g_forward_args.end());
+    const double rss = run_child_process(args, child_env(r.impl == "spool", g_openblas_core), [&](const char* line) {
         double f, b, o, l;
         if (std::sscanf(line, "STEP %lf %lf %lf %lf", &f, &b, &o, &l) == 4) {
             out.fwd.push_back(f * 1e3);
@@ -164,20 +129,11 @@ void run_child(const Run& r, Samples& out)
         } else if (std::sscanf(line, "ALLOC %lf %lf", &f, &b) == 2) {
             out.alloc_peak_mib = std::max(out.alloc_peak_mib, f);
             out.alloc_held_mib = std::max(out.alloc_held_mib, b);
-        } else if (std::strncmp(line, "CORE ", 5) == 0) {
-            g_peer_core = std::string(line + 5);
-            g_peer_core.erase(g_peer_core.find_last_not_of(" \n") + 1);
-        } else {
+        } else if (!read_core_line(line, g_peer_core)) {
             std::fputs(line, stderr);
         }
-    }
-    std::fclose(in);
-    int status = 0;
-    rusage ru{};
-    wait4(pid, &status, 0, &ru);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        throw std::runtime_error("train_step: child " + r.impl + " " + r.setting + " failed");
-    out.max_rss_mib = std::max(out.max_rss_mib, double(ru.ru_maxrss) / 1024.0);
+    });
+    out.max_rss_mib = std::max(out.max_rss_mib, rss);
 }
 
 /// A process that keeps one core busy until killed.
@@ -197,42 +153,12 @@ void stop_competitor(pid_t pid)
     waitpid(pid, nullptr, 0);
 }
 
-std::vector<int> parse_list(const std::string& s)
-{
-    std::vector<int> out;
-    std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');) out.push_back(std::atoi(item.c_str()));
-    return out;
-}
-
 void usage()
 {
     std::puts("train_step [--threads 1,2] [--steps 10] [--warmup 3] [--rounds 3] [--contention] [--no-peer]\n"
               "           [--keep-openblas-core]\n"
               "           [--vocab 1000] [--d-model 256] [--heads 4] [--layers 2] [--ff 1024] [--src-len 64]\n"
               "           [--tgt-len 64] [--batch 32] [--dropout 0.1] [--quick]");
-}
-
-/// This program's path, and the LibTorch peer's beside it if it was built.
-void find_programs()
-{
-    char buf[4096];
-    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    g_self = n > 0 ? std::string(buf, std::size_t(n)) : "/proc/self/exe";
-    const std::string peer = g_self.substr(0, g_self.rfind('/') + 1) + "train_step_torch";
-    if (access(peer.c_str(), X_OK) == 0) g_peer = peer;
-}
-
-/// The kernel set the peer's OpenBLAS picks on its own (the peer run with --probe).
-std::string probe_peer_core()
-{
-    FILE* p = popen(("'" + g_peer + "' --probe").c_str(), "r");
-    if (p == nullptr) return "unknown";
-    char line[256] = {};
-    std::string core = std::fgets(line, sizeof line, p) ? line : "unknown";
-    pclose(p);
-    core.erase(core.find_last_not_of(" \n") + 1);
-    return core;
 }
 
 }  // namespace
@@ -245,16 +171,10 @@ int main(int argc, char** argv)
     std::string child, setting = "1";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                usage();
-                std::exit(2);
-            }
-            return argv[++i];
-        };
+        auto next = [&] { return next_arg(argc, argv, i, usage); };
         if (a == "--child") child = next();
         else if (a == "--setting") setting = next();
-        else if (a == "--threads") thread_counts = parse_list(next());
+        else if (a == "--threads") thread_counts = parse_int_list(next());
         else if (a == "--rounds") c.rounds = std::atoi(next().c_str());
         else if (a == "--contention") contention = true;
         else if (a == "--no-peer") peer = false;
@@ -285,7 +205,8 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "train_step: unknown child %s\n", child.c_str());
         return 2;
     }
-    find_programs();
+    g_self = self_path();
+    g_peer = sibling_program("train_step_torch");
     if (g_peer.empty()) peer = false;
 
     std::map<int, double> peak;
@@ -294,9 +215,7 @@ int main(int argc, char** argv)
     {
         spool::bench::Json j = machine_line("machine");
         if (peer) {
-            const std::string detected = probe_peer_core();
-            if (!keep_openblas_core) g_openblas_core = best_openblas_core(detected);
-            j.str("openblas_detected", detected).str("openblas_coretype_set", g_openblas_core.empty() ? "no" : g_openblas_core);
+            g_openblas_core = choose_openblas_core(j, g_peer, keep_openblas_core);
         }
         for (int t : thread_counts) j.num(("peak_gflops_" + std::to_string(t)).c_str(), peak[t]);
         j.num("step_gflop", step_gflop).num("tokens_per_step", double(c.batch * c.tgt_len));

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.hpp"
+
 namespace spool::bench {
 
 struct Config {
@@ -74,27 +76,12 @@ inline void print_step(const StepTimes& t)
 inline bool parse_common(const std::string& a, const std::function<std::string()>& next, Config& c,
                          std::vector<std::string>* forwarded = nullptr)
 {
-    std::int64_t* field = a == "--vocab" ? &c.vocab : a == "--d-model" ? &c.d_model : a == "--heads" ? &c.heads
-                        : a == "--layers" ? &c.layers : a == "--ff" ? &c.ff : a == "--src-len" ? &c.src_len
-                        : a == "--tgt-len" ? &c.tgt_len : a == "--batch" ? &c.batch : nullptr;
-    std::string v;
-    if (field != nullptr) {
-        v = next();
-        *field = std::atoll(v.c_str());
-    } else if (a == "--dropout") {
-        v = next();
-        c.dropout = std::atof(v.c_str());
-    } else if (a == "--steps") {
-        v = next();
-        c.steps = std::atoi(v.c_str());
-    } else if (a == "--warmup") {
-        v = next();
-        c.warmup = std::atoi(v.c_str());
-    } else {
-        return false;
-    }
-    if (forwarded) forwarded->insert(forwarded->end(), {a, v});
-    return true;
+    return parse_number_option(a, next,
+                               {{"--vocab", &c.vocab}, {"--d-model", &c.d_model}, {"--heads", &c.heads},
+                                {"--layers", &c.layers}, {"--ff", &c.ff}, {"--src-len", &c.src_len},
+                                {"--tgt-len", &c.tgt_len}, {"--batch", &c.batch}, {"--dropout", &c.dropout},
+                                {"--steps", &c.steps}, {"--warmup", &c.warmup}},
+                               forwarded);
 }
 
 }  // namespace spool::bench

@@ -8,12 +8,8 @@
 #include <torch/torch.h>
 
 #include "bench/bench_util.hpp"
+#include "bench/torch_peer.hpp"
 #include "bench/train_step.hpp"
-
-#ifdef SPOOL_HAVE_OPENBLAS
-extern "C" void openblas_set_num_threads(int);
-extern "C" char* openblas_get_corename();
-#endif
 
 using namespace spool::bench;
 
@@ -63,15 +59,7 @@ struct TorchModel : torch::nn::Module {
 
 void run_torch(const Config& c, int aten_threads, int blas_threads)
 {
-    torch::set_num_threads(aten_threads);
-#ifdef SPOOL_HAVE_OPENBLAS
-    openblas_set_num_threads(blas_threads);  // LibTorch's GEMMs run in OpenBLAS's own pool
-#else
-    (void)blas_threads;
-#endif
-#ifdef SPOOL_HAVE_OPENBLAS
-    std::printf("CORE %s\n", openblas_get_corename());
-#endif
+    set_peer_threads(aten_threads, blas_threads);
     torch::manual_seed(0);
     auto model = std::make_shared<TorchModel>(c);
     model->train();
@@ -113,11 +101,7 @@ int main(int argc, char** argv)
         auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
         if (a == "--setting") setting = next();
         else if (a == "--probe") {  // print the kernel set OpenBLAS chose, and stop
-#ifdef SPOOL_HAVE_OPENBLAS
-            std::printf("%s\n", openblas_get_corename());
-#else
-            std::printf("unknown\n");
-#endif
+            std::printf("%s\n", openblas_core_name());
             return 0;
         }
         else if (!parse_common(a, next, c)) {
@@ -125,9 +109,7 @@ int main(int argc, char** argv)
             return 2;
         }
     }
-    const auto slash = setting.find('/');
-    const int aten = std::atoi(setting.substr(0, slash).c_str());
-    const int blas = slash == std::string::npos ? aten : std::atoi(setting.substr(slash + 1).c_str());
+    const auto [aten, blas] = parse_setting(setting);
     run_torch(c, aten, blas);
     return 0;
 }
