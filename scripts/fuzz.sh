@@ -15,7 +15,7 @@ mkdir -p "$work/obj" "$work/corpus"
 # The reader and what it links: tensor storage and shapes, and the Tensor handle (which
 # pulls in the tape, random numbers, casts and the finite check of anomaly mode).
 srcs=(io/safetensors.cpp tests/fuzz/fuzz_safetensors.cpp tensor/shape.cpp tensor/value.cpp tensor/layout.cpp
-      tensor/random.cpp tensor/elementwise.cpp tensor/threads.cpp autograd/tensor.cpp autograd/tape.cpp)
+      tensor/random.cpp tensor/elementwise.cpp tensor/threads.cpp tensor/profiler.cpp autograd/tensor.cpp autograd/tape.cpp)
 # tensor/reduce.cpp captures structured bindings in lambdas, which clang 14 cannot compile:
 # it is built with g++, uninstrumented (only all_finite is used, by anomaly mode, off here)
 gcc_srcs=(tensor/reduce.cpp)
