@@ -54,8 +54,17 @@ void check_class_index_target(const Tensor& input, const Tensor& target, std::in
     SPOOL_CHECK(target.dtype() == DType::i64, TypeError, loss, ": class-index targets must be int64; got ",
                 dtype_name(target.dtype()), " target ", to_string(target.shape()), " for input ",
                 to_string(input.shape()));
-    SPOOL_CHECK(target.shape() == want, ShapeError, loss, ": expected target of shape ", to_string(want),
-                " for input ", to_string(input.shape()), "; got target ", to_string(target.shape()));
+    if (target.shape() != want) {
+        // the common slip: sequence logits [N, T, V] with classes last, as most models give them
+        const Shape classes_last(std::vector<std::int64_t>(input.shape().begin(), input.shape().end() - 1));
+        const bool last = input.dim() >= 3 && target.shape() == classes_last;
+        throw ShapeError(detail::cat(loss, ": expected target of shape ", to_string(want), " for input ",
+                                     to_string(input.shape()), "; got target ", to_string(target.shape()),
+                                     last ? ". Classes are dim 1, as in PyTorch: for logits with classes last "
+                                            "flatten them to (N*T, C) and the target to (N*T), or permute the "
+                                            "logits to (N, C, T)"
+                                          : ""));
+    }
     const std::int64_t C = input.shape()[input.dim() == 1 ? 0 : 1];
     const std::int64_t* y = target.data<std::int64_t>();
     for (std::int64_t i = 0; i < target.numel(); ++i)

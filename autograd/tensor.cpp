@@ -1,6 +1,8 @@
 #include "autograd/tensor.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <iomanip>
 #include <ostream>
 #include <sstream>
@@ -223,6 +225,24 @@ Tensor uniform(ShapeArg shape, double low, double high, TensorOptions o)
     Tensor u = rand(shape.get("uniform"), {.dtype = o.dtype});
     Value v = kernels::add_scalar(kernels::mul_scalar(u.value(), high - low), low);
     return Tensor(std::move(v), o.requires_grad);
+}
+
+Tensor randint(std::int64_t low, std::int64_t high, ShapeArg shape, TensorOptions o)
+{
+    SPOOL_CHECK(low < high, ValueError, "randint: low must be less than high; got low ", low, " and high ", high);
+    const Tensor u = rand(shape.get("randint"), {.dtype = DType::f64});
+    Value v = Value::empty(u.shape(), DType::i64);
+    const double* us = u.value().data<double>();
+    std::int64_t* vs = v.data<std::int64_t>();
+    // offsets in unsigned 64-bit arithmetic, so any [low, high) of int64 works; the span as a
+    // double is exact up to 2^53 and rounds beyond, and the clamp keeps every value < high
+    const std::uint64_t span = static_cast<std::uint64_t>(high) - static_cast<std::uint64_t>(low);
+    const double spanf = static_cast<double>(span);
+    for (std::int64_t i = 0; i < v.numel(); ++i) {
+        const auto off = std::min(static_cast<std::uint64_t>(us[i] * spanf), span - 1);  // us[i] < 1: no overflow
+        vs[i] = static_cast<std::int64_t>(static_cast<std::uint64_t>(low) + off);
+    }
+    return Tensor(o.dtype == DType::i64 ? std::move(v) : kernels::cast(v, o.dtype));
 }
 
 }  // namespace spool

@@ -109,5 +109,8 @@ Tensor rand(ShapeArg shape, TensorOptions o = {});
 Tensor randn(ShapeArg shape, TensorOptions o = {});
 /// Uniform [low, high).
 Tensor uniform(ShapeArg shape, double low, double high, TensorOptions o = {});
+/// Integers uniform in [low, high), like torch.randint: int64 unless o.dtype says otherwise.
+/// Each value comes from 53 random bits (a bias below 2^-53 · (high - low)).
+Tensor randint(std::int64_t low, std::int64_t high, ShapeArg shape, TensorOptions o = {.dtype = DType::i64});
 
 }  // namespace spool

@@ -259,6 +259,11 @@ TEST_CASE("cross_entropy errors name the loss, the value and the shapes")
           "input (2, 3) and target (2,)");
     CHECK(message_of<ShapeError>([&] { cross_entropy(z, labels({0, 1, 2}, {3})); }) ==
           "cross_entropy: expected target of shape (2,) for input (2, 3); got target (3,)");
+    // sequence logits with classes last: the message says what to do
+    CHECK(message_of<ShapeError>([] { cross_entropy(zeros({2, 5, 7}), zeros({2, 5}, {.dtype = i64})); }) ==
+          "cross_entropy: expected target of shape (2, 7) for input (2, 5, 7); got target (2, 5). Classes are "
+          "dim 1, as in PyTorch: for logits with classes last flatten them to (N*T, C) and the target to (N*T), "
+          "or permute the logits to (N, C, T)");
     CHECK(message_of<ShapeError>([&] { cross_entropy(z, zeros({2, 4})); }) ==
           "cross_entropy: class probabilities must have the input's shape; got input (2, 3) and target (2, 4) (class "
           "indices would be int64 of shape (2,))");

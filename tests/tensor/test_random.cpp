@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "autograd/tensor.hpp"
@@ -120,4 +121,41 @@ TEST_CASE("raw words equal philox4x32 block by block across SIMD groups, tails a
             }
         }
     }
+}
+
+TEST_CASE("randint: int64 values in [low, high), every value drawn, reproducible, any int64 range")
+{
+    spool::manual_seed(5);
+    const spool::Tensor a = spool::randint(-3, 4, {7000});
+    CHECK(a.dtype() == spool::DType::i64);
+    std::vector<int> counts(7, 0);
+    for (double v : a.tolist()) {
+        REQUIRE(v >= -3);
+        REQUIRE(v < 4);
+        REQUIRE(v == std::floor(v));
+        ++counts[static_cast<std::size_t>(v + 3)];
+    }
+    for (int c : counts) {  // 1000 expected each; 5 standard deviations is ~150
+        CHECK(c > 850);
+        CHECK(c < 1150);
+    }
+    spool::manual_seed(5);
+    CHECK(spool::randint(-3, 4, {7000}).tolist() == a.tolist());
+    // the whole int64 range: offsets are unsigned, so nothing overflows
+    const std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+    const spool::Tensor w = spool::randint(lo, hi, {1000});
+    const std::int64_t* wv = w.value().data<std::int64_t>();
+    int negative = 0;
+    for (int i = 0; i < 1000; ++i) {
+        REQUIRE(wv[i] < hi);
+        negative += wv[i] < 0;
+    }
+    CHECK(negative > 400);
+    CHECK(negative < 600);
+    CHECK(spool::randint(0, 1, {3}).tolist() == std::vector<double>{0, 0, 0});
+    CHECK(spool::randint(0, 10, {2, 2}, {.dtype = spool::DType::f32}).dtype() == spool::DType::f32);
+    CHECK_THROWS_WITH_AS(spool::randint(5, 5, {1}), "randint: low must be less than high; got low 5 and high 5",
+                         spool::ValueError);
+    CHECK_THROWS_WITH_AS(spool::randint(0, 5, {-1}), "randint: dimensions must be >= 0; got shape (-1,)",
+                         spool::ShapeError);
 }
