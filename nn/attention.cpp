@@ -2,9 +2,12 @@
 
 #include <cmath>
 #include <limits>
+#include <iterator>
 
 #include "autograd/ops.hpp"
 #include "autograd/ops_nn.hpp"
+#include "autograd/tape.hpp"
+#include "tensor/nn_kernels.hpp"
 #include "nn/init.hpp"
 
 namespace spool::nn {
@@ -147,25 +150,56 @@ std::pair<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, const
     return {out, w};
 }
 
+Tensor KVCache::keys() const { return filled == capacity() ? k : slice(k, 2, 0, filled); }
+Tensor KVCache::values() const { return filled == capacity() ? v : slice(v, 2, 0, filled); }
+
 Tensor MultiheadAttention::forward_cached(const Tensor& x, KVCache& cache) const
 {
-    Tensor q, k, v;
-    project(x, x, x, &q, &k, &v);
-    Tensor kh = split_heads(k), vh = split_heads(v);
-    const std::int64_t past = cache.length(), Tn = kh.shape()[2];
-    const bool first = cache.empty();
-    cache.k = first ? kh : concat({cache.k, kh}, 2);
-    cache.v = first ? vh : concat({cache.v, vh}, 2);
-    SdpaOptions so;
-    if (Tn > 1) {  // new positions attend every cached one and, causally, each other
-        const std::int64_t S = past + Tn;
-        std::vector<bool> allowed(Tn * S);
-        for (std::int64_t i = 0; i < Tn; ++i)
-            for (std::int64_t j = 0; j < S; ++j) allowed[i * S + j] = j <= past + i;
-        so.attn_mask = from_vector(allowed, {Tn, S});
+    const std::int64_t E = options.embed_dim, H = options.num_heads, D = E / H;
+    const bool bf = options.batch_first;
+    SPOOL_CHECK(x.defined() && x.dim() == 3 && x.shape()[2] == E, ShapeError, MHA,
+                ": forward_cached expects the new positions as ", bf ? "[N, T, E]" : "[T, N, E]", " with E = ", E,
+                "; got ", x.defined() ? to_string(x.shape()) : std::string("an undefined tensor"));
+    const Tensor inputs[] = {x, in_proj_weight, q_proj_weight, in_proj_bias};
+    SPOOL_CHECK(!detail::recording(inputs, std::size(inputs)), ValueError, MHA,
+                ": forward_cached is for inference (it writes the key/value cache in place and records no "
+                "gradients); run it under NoGrad or without a Tape");
+    const std::int64_t N = x.shape()[bf ? 0 : 1], Tn = x.shape()[bf ? 1 : 0], past = cache.length();
+    SPOOL_CHECK(cache.empty() || (cache.k.shape()[0] == N && cache.k.shape()[1] == H && cache.k.dtype() == x.dtype()),
+                ShapeError, MHA, ": the cache holds keys ", to_string(cache.k.shape()), " of ", dtype_name(cache.k.dtype()),
+                " but the new positions are ", to_string(x.shape()), " of ", dtype_name(x.dtype()));
+    // projections: one GEMM whose column blocks are q, k and v, or three separate ones
+    Tensor qkv, q, k, v;
+    std::int64_t cq = 0, ck = 0, cv = 0;
+    if (same_embed_dim()) {
+        qkv = linear(x, in_proj_weight, in_proj_bias);
+        q = k = v = qkv;
+        ck = E, cv = 2 * E;
+    } else {
+        project(x, x, x, &q, &k, &v);
     }
-    AttentionOutput r = scaled_dot_product_attention(split_heads(q), cache.k, cache.v, so);
-    return out_proj->forward(merge_heads(r.output));
+    Value kb = cache.k.defined() ? cache.k.value().view(Shape{N * H, cache.capacity(), D}) : Value();
+    Value vb = cache.v.defined() ? cache.v.value().view(Shape{N * H, cache.capacity(), D}) : Value();
+    kernels::reserve_positions(kb, N * H, D, past + Tn, past, x.dtype());
+    kernels::reserve_positions(vb, N * H, D, past + Tn, past, x.dtype());
+    kernels::write_heads(k.value(), bf, ck, H, D, kb, past);
+    kernels::write_heads(v.value(), bf, cv, H, D, vb, past);
+    Value qh = Value::empty(Shape{N * H, Tn, D}, x.dtype());
+    kernels::write_heads(q.value(), bf, cq, H, D, qh, 0);
+    const std::int64_t C = kb.shape()[1];
+    cache.k = Tensor(kb.view(Shape{N, H, C, D}));
+    cache.v = Tensor(vb.view(Shape{N, H, C, D}));
+    cache.filled = past + Tn;
+    // the new positions attend every cached one and, causally, each other
+    kernels::AttentionMask am;
+    am.causal = Tn > 1;
+    am.causal_offset = past;
+    Value o;
+    {
+        detail::OpProfile prof(OpKind::Attention);  // SPOOL_PROFILE counts it with the other attention calls
+        o = kernels::attention_prefix(qh, kb, vb, past + Tn, am, 1.0 / std::sqrt(static_cast<double>(D)));
+    }
+    return out_proj->forward(merge_heads(Tensor(o.view(Shape{N, H, Tn, D}))));
 }
 
 Tensor MultiheadAttention::forward_memory(const Tensor& query, const Tensor& memory, KVCache& cache,
@@ -178,6 +212,7 @@ Tensor MultiheadAttention::forward_memory(const Tensor& query, const Tensor& mem
         project(memory, memory, memory, nullptr, &k, &v);
         cache.k = split_heads(k);
         cache.v = split_heads(v);
+        cache.filled = cache.k.shape()[2];
     }
     SdpaOptions so;
     if (memory_key_padding_mask.defined()) {

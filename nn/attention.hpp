@@ -34,11 +34,20 @@ struct AttentionArgs {
     bool is_causal = false;
 };
 
-/// Keys and values of earlier decoding steps, per attention layer, in [N, H, S, D].
+/// Keys and values of earlier decoding steps, per attention layer. k and v are buffers
+/// [N, H, capacity, D] whose first length() positions hold data: a step writes its new
+/// positions in place and the capacity doubles when it runs out (amortised O(1) copying per
+/// token; growing by concatenation copied the whole cache every step). keys() and values()
+/// give the filled part [N, H, length, D]. A beam search may reorder the batch rows of k and v
+/// (index_select along dim 0); length() stays.
 struct KVCache {
     Tensor k, v;
-    bool empty() const { return !k.defined(); }
-    std::int64_t length() const { return k.defined() ? k.shape()[2] : 0; }
+    std::int64_t filled = 0;
+    bool empty() const { return filled == 0; }
+    std::int64_t length() const { return filled; }
+    std::int64_t capacity() const { return k.defined() ? k.shape()[2] : 0; }
+    Tensor keys() const;
+    Tensor values() const;
 };
 
 class MultiheadAttention : public Cloneable<MultiheadAttention> {
@@ -54,9 +63,10 @@ public:
         return forward(query, key, value, args);
     }
 
-    /// Incremental self-attention for decoding: query/key/value are the new positions only
-    /// (seq length L_new, usually 1); their keys and values are appended to cache and the
-    /// queries attend every cached position (causal within the new block). Inference only.
+    /// Incremental self-attention for decoding: x holds the new positions only (seq length
+    /// L_new, usually 1); their keys and values are written into cache and the queries attend
+    /// every cached position (causal within the new block). Inference only: it records no
+    /// gradients, and throws if a Tape would record (run it under NoGrad).
     Tensor forward_cached(const Tensor& x, KVCache& cache) const;
     /// Cross-attention to a fixed memory whose projected keys/values are computed once into
     /// cache (when empty) and reused afterwards.

@@ -4,8 +4,10 @@
 // key-block tiles with an online softmax; forward keeps the output and each row's log-sum-exp,
 // backward recomputes the tiles, so memory is linear in the sequence length. Dropout on the
 // blockwise path regenerates its mask from the Philox counters instead of storing it.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -24,6 +26,7 @@ namespace {
 
 struct Dims {
     std::int64_t B, L, S, E, Ev;
+    std::int64_t kb, vb;  ///< elements between batch items of k and v (S * E and S * Ev unless a cache has spare room)
 };
 
 Dims dims_of(const Value& q, const Value& k, const Value& v)
@@ -31,7 +34,8 @@ Dims dims_of(const Value& q, const Value& k, const Value& v)
     SPOOL_CHECK(q.rank() == 3 && k.rank() == 3 && v.rank() == 3, ShapeError,
                 "scaled_dot_product_attention: kernel expects [B, L, E] operands; got ", to_string(q.shape()), ", ",
                 to_string(k.shape()), " and ", to_string(v.shape()));
-    return {q.shape()[0], q.shape()[1], k.shape()[1], q.shape()[2], v.shape()[2]};
+    const std::int64_t S = k.shape()[1];
+    return {q.shape()[0], q.shape()[1], S, q.shape()[2], v.shape()[2], S * q.shape()[2], S * v.shape()[2]};
 }
 
 AttentionBlocking g_blocking;
@@ -60,10 +64,11 @@ void mask_tile(T* St, std::int64_t ld, std::int64_t nq, std::int64_t nk, std::in
             }
         }
     }
-    if (am.causal)  // query i attends keys j <= i
+    if (am.causal)  // query i attends keys j <= i + causal_offset
         for (std::int64_t r = 0; r < nq; ++r) {
             T* row = St + r * ld;
-            for (std::int64_t c = std::max<std::int64_t>(0, i0 + r + 1 - j0); c < nk; ++c) row[c] = ninf;
+            for (std::int64_t c = std::max<std::int64_t>(0, i0 + r + 1 + am.causal_offset - j0); c < nk; ++c)
+                row[c] = ninf;
         }
 }
 
@@ -169,13 +174,80 @@ private:
     std::vector<std::uint32_t> words_;
 };
 
-/// The keys a query block [i0, i0 + nq) may see: all S, or with causality only j < i0 + nq.
+/// The keys a query block [i0, i0 + nq) may see: all S, or with causality only j < i0 + nq + offset.
 std::int64_t key_end(const Dims& d, const AttentionMask& am, std::int64_t i0, std::int64_t nq)
 {
-    return am.causal ? std::min(d.S, i0 + nq) : d.S;
+    return am.causal ? std::min(d.S, i0 + nq + am.causal_offset) : d.S;
 }
 
 // ---- materialised path ---------------------------------------------------------------------
+
+// A few query rows (decoding: one new token) make GEMMs of M = 1..4 rows, whose packing costs
+// more than their multiply-adds; these two loops read the keys and values in place instead.
+constexpr std::int64_t kFewRows = 4;
+
+/// P[L, S] = scale * Q[L, E] Kᵀ for L <= kFewRows (K: S rows of E values).
+template <class T>
+void scores_few_rows(std::int64_t L, std::int64_t S, std::int64_t E, T scale, const T* Q, const T* K, T* P)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    for (std::int64_t j = 0; j < S; ++j) {
+        const T* kr = K + j * E;
+        for (std::int64_t i = 0; i < L; ++i) {
+            const T* qr = Q + i * E;
+            batch<T> a0(T(0)), a1(T(0));
+            std::int64_t e = 0;
+            for (; e + 2 * W <= E; e += 2 * W) {
+                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
+                a1 = xsimd::fma(batch<T>::load_unaligned(qr + e + W), batch<T>::load_unaligned(kr + e + W), a1);
+            }
+            for (; e + W <= E; e += W)
+                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
+            T s = xsimd::hadd(a0 + a1);
+            for (; e < E; ++e) s += qr[e] * kr[e];
+            P[i * S + j] = scale * s;
+        }
+    }
+}
+
+/// O[L, Ev] = A[L, S] V for L <= kFewRows (V: S rows of Ev values); each output chunk of up to
+/// four vectors stays in registers while the keys stream past.
+template <class T>
+void weighted_sum_few_rows(std::int64_t L, std::int64_t S, std::int64_t Ev, const T* A, const T* V, T* O)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    for (std::int64_t i = 0; i < L; ++i) {
+        const T* a = A + i * S;
+        T* o = O + i * Ev;
+        std::int64_t e = 0;
+        for (; e + 4 * W <= Ev; e += 4 * W) {
+            batch<T> o0(T(0)), o1(T(0)), o2(T(0)), o3(T(0));
+            for (std::int64_t j = 0; j < S; ++j) {
+                const batch<T> w(a[j]);
+                const T* vr = V + j * Ev + e;
+                o0 = xsimd::fma(w, batch<T>::load_unaligned(vr), o0);
+                o1 = xsimd::fma(w, batch<T>::load_unaligned(vr + W), o1);
+                o2 = xsimd::fma(w, batch<T>::load_unaligned(vr + 2 * W), o2);
+                o3 = xsimd::fma(w, batch<T>::load_unaligned(vr + 3 * W), o3);
+            }
+            o0.store_unaligned(o + e);
+            o1.store_unaligned(o + e + W);
+            o2.store_unaligned(o + e + 2 * W);
+            o3.store_unaligned(o + e + 3 * W);
+        }
+        for (; e + W <= Ev; e += W) {
+            batch<T> o0(T(0));
+            for (std::int64_t j = 0; j < S; ++j)
+                o0 = xsimd::fma(batch<T>(a[j]), batch<T>::load_unaligned(V + j * Ev + e), o0);
+            o0.store_unaligned(o + e);
+        }
+        for (; e < Ev; ++e) {
+            T acc = 0;
+            for (std::int64_t j = 0; j < S; ++j) acc += a[j] * V[j * Ev + e];
+            o[e] = acc;
+        }
+    }
+}
 
 template <class T>
 Value forward_materialised(const Value& q, const Value& k, const Value& v, const Dims& d, const AttentionMask& mask,
@@ -193,7 +265,10 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
     for_each_batch(d, [&](std::int64_t b) {
         T* P = ps + b * d.L * d.S;
         // P = scale * q_b k_bᵀ
-        gemm<T>(false, true, d.L, d.S, d.E, T(scale), qs + b * d.L * d.E, d.E, ks + b * d.S * d.E, d.E, T(0), P, d.S);
+        if (d.L <= kFewRows)
+            scores_few_rows(d.L, d.S, d.E, T(scale), qs + b * d.L * d.E, ks + b * d.kb, P);
+        else
+            gemm<T>(false, true, d.L, d.S, d.E, T(scale), qs + b * d.L * d.E, d.E, ks + b * d.kb, d.E, T(0), P, d.S);
         masked_softmax_rows(P, d, b, mask);
         const T* A = P;
         if (keep.defined()) {
@@ -203,7 +278,10 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
             A = Dp;
         }
         // out_b = A v_b
-        gemm<T>(false, false, d.L, d.Ev, d.S, T(1), A, d.S, vs + b * d.S * d.Ev, d.Ev, T(0), os + b * d.L * d.Ev, d.Ev);
+        if (d.L <= kFewRows)
+            weighted_sum_few_rows(d.L, d.S, d.Ev, A, vs + b * d.vb, os + b * d.L * d.Ev);
+        else
+            gemm<T>(false, false, d.L, d.Ev, d.S, T(1), A, d.S, vs + b * d.vb, d.Ev, T(0), os + b * d.L * d.Ev, d.Ev);
     });
     if (saved) {
         saved->probs = probs;
@@ -238,7 +316,7 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
         const T* Ad = has_drop ? drs + b * LS : A;
         if (go) {
             const T* dO = go + b * d.L * d.Ev;
-            gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.Ev, vs + b * d.S * d.Ev, d.Ev, T(0), dA.data(), d.S);
+            gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.Ev, vs + b * d.vb, d.Ev, T(0), dA.data(), d.S);
             gemm<T>(true, false, d.S, d.Ev, d.L, T(1), Ad, d.S, dO, d.Ev, T(0), dvs + b * d.S * d.Ev, d.Ev);
         } else {
             std::fill(dvs + b * d.S * d.Ev, dvs + (b + 1) * d.S * d.Ev, T(0));
@@ -254,7 +332,7 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
             for (std::int64_t j = 0; j < d.S; ++j) dot += r[j] * a[j];
             for (std::int64_t j = 0; j < d.S; ++j) r[j] = a[j] * (r[j] - dot);
         }
-        gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + b * d.S * d.E, d.E, T(0),
+        gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + b * d.kb, d.E, T(0),
                 dqs + b * d.L * d.E, d.E);
         gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + b * d.L * d.E, d.E, T(0),
                 dks + b * d.S * d.E, d.E);
@@ -315,7 +393,7 @@ Value forward_blockwise(const Value& q, const Value& k, const Value& v, const Di
         const std::int64_t kend = key_end(d, mask, i0, nq);
         for (std::int64_t j0 = 0; j0 < kend; j0 += BK) {
             const std::int64_t nk = std::min(BK, kend - j0);
-            gemm<T>(false, true, nq, nk, d.E, T(scale), Q, d.E, ks + (b * d.S + j0) * d.E, d.E, T(0), St, nk);
+            gemm<T>(false, true, nq, nk, d.E, T(scale), Q, d.E, ks + b * d.kb + j0 * d.E, d.E, T(0), St, nk);
             mask_tile(St, nk, nq, nk, b, i0, j0, mask);
             for (std::int64_t r = 0; r < nq; ++r) {
                 T* row = St + r * nk;
@@ -337,7 +415,7 @@ Value forward_blockwise(const Value& q, const Value& k, const Value& v, const Di
                     for (std::int64_t c = 0; c < nk; ++c) row[c] *= z[c];
                 }
             }
-            gemm<T>(false, false, nq, d.Ev, nk, T(1), St, nk, vs + (b * d.S + j0) * d.Ev, d.Ev, T(1), O, d.Ev);
+            gemm<T>(false, false, nq, d.Ev, nk, T(1), St, nk, vs + b * d.vb + j0 * d.Ev, d.Ev, T(1), O, d.Ev);
         }
         for (std::int64_t r = 0; r < nq; ++r) {
             T& ls = lses[b * d.L + i0 + r];
@@ -407,12 +485,12 @@ void backward_blockwise(const Value& dout, const Value& q, const Value& k, const
         TileDropout<T> drop(d, saved.dropout_p, saved.rng, BK);
         for (std::int64_t kb = 0; kb < nkb; ++kb) {
             const std::int64_t j0 = kb * BK, nk = std::min(BK, d.S - j0);
-            const T* K = ks + (b * d.S + j0) * d.E;
-            const T* V = vs + (b * d.S + j0) * d.Ev;
+            const T* K = ks + b * d.kb + j0 * d.E;
+            const T* V = vs + b * d.vb + j0 * d.Ev;
             T* dK = dk->data<T>() + (b * d.S + j0) * d.E;
             T* dV = dv->data<T>() + (b * d.S + j0) * d.Ev;
             // with causality, query rows i < j0 see none of these keys
-            for (std::int64_t i0 = mask.causal ? j0 / BQ * BQ : 0; i0 < d.L; i0 += BQ) {
+            for (std::int64_t i0 = mask.causal ? std::max<std::int64_t>(0, j0 - mask.causal_offset) / BQ * BQ : 0; i0 < d.L; i0 += BQ) {
                 const std::int64_t nq = std::min(BQ, d.L - i0);
                 const T* Q = qs + (b * d.L + i0) * d.E;
                 const T* dO = dos + (b * d.L + i0) * d.Ev;
@@ -490,6 +568,54 @@ void attention_backward(const Value& dout, const Value& dweights, const Value& q
         *dv = Value::empty(v.shape(), v.dtype());
         backward_materialised<T>(dout, dweights, q, k, v, d, scale, saved, dq, dk, dv);
     });
+}
+
+Value attention_prefix(const Value& q, const Value& kbuf, const Value& vbuf, std::int64_t S, const AttentionMask& mask,
+                       double scale)
+{
+    SPOOL_ASSERT(q.rank() == 3 && kbuf.rank() == 3 && vbuf.rank() == 3 && S <= kbuf.shape()[1] &&
+                 kbuf.shape()[1] == vbuf.shape()[1]);
+    const std::int64_t C = kbuf.shape()[1], E = q.shape()[2], Ev = vbuf.shape()[2];
+    const Dims d{q.shape()[0], q.shape()[1], S, E, Ev, C * E, C * Ev};
+    return dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
+        if (use_blockwise(d, false)) return forward_blockwise<T>(q, kbuf, vbuf, d, mask, scale, 0.0, nullptr);
+        return forward_materialised<T>(q, kbuf, vbuf, d, mask, scale, 0.0, nullptr);
+    });
+}
+
+void write_heads(const Value& x, bool batch_first, std::int64_t col, std::int64_t H, std::int64_t D, Value& dst,
+                 std::int64_t pos)
+{
+    const std::int64_t T = x.shape()[batch_first ? 1 : 0], N = x.shape()[batch_first ? 0 : 1], W = x.shape()[2];
+    const std::int64_t C = dst.shape()[1];
+    SPOOL_ASSERT(x.rank() == 3 && dst.rank() == 3 && dst.shape()[0] == N * H && dst.shape()[2] == D &&
+                 col + H * D <= W && pos + T <= C && x.dtype() == dst.dtype());
+    const std::size_t run = static_cast<std::size_t>(D) * itemsize(x.dtype());
+    const char* src = static_cast<const char*>(x.raw());
+    char* out = static_cast<char*>(dst.raw());
+    const std::int64_t item = itemsize(x.dtype());
+    for (std::int64_t t = 0; t < T; ++t)
+        for (std::int64_t n = 0; n < N; ++n) {
+            const char* row = src + ((batch_first ? n * T + t : t * N + n) * W + col) * item;
+            for (std::int64_t h = 0; h < H; ++h)
+                std::memcpy(out + ((n * H + h) * C + pos + t) * D * item, row + h * D * item, run);
+        }
+}
+
+void reserve_positions(Value& buf, std::int64_t B, std::int64_t D, std::int64_t need, std::int64_t filled, DType dtype)
+{
+    const std::int64_t C = buf.defined() ? buf.shape()[1] : 0;
+    if (need <= C) return;
+    const std::int64_t room = std::max<std::int64_t>({need, 2 * C, 16});
+    Value grown = Value::empty(Shape{B, room, D}, dtype);
+    if (filled > 0) {
+        const std::int64_t item = itemsize(dtype);
+        const char* from = static_cast<const char*>(buf.raw());
+        char* to = static_cast<char*>(grown.raw());
+        for (std::int64_t b = 0; b < B; ++b)
+            std::memcpy(to + b * room * D * item, from + b * C * D * item, static_cast<std::size_t>(filled * D * item));
+    }
+    buf = grown;
 }
 
 }  // namespace spool::kernels

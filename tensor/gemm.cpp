@@ -116,7 +116,7 @@ private:
 
 template <class T>
 struct PackBuffers {
-    Scratch<T> a, b;
+    Scratch<T> a, b, c;  // c: the transposed result of gemm_swapped
 };
 
 template <class T>
@@ -436,12 +436,32 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc)
     }
 }
 
+// A few rows times a transposed B (a linear layer on a decoding step: x[M, K] Wᵀ with M = 32 and W
+// [N, K]): every path above packs all of W, N*K values, for only M uses of each. Computed as
+// Cᵀ = op(B)ᵀ op(A)ᵀ instead, W is the in-place "A" operand and only x (M*K values) is packed;
+// the [N, M] result is then transposed into C. Taken when B is transposed, beta is 0 and M is at
+// most two register panels wide but N several times M (measured on decode's 32-row layers).
+template <class T>
+bool swapped_pays(int64_t M, int64_t N, const View<T>& B, T beta)
+{
+    return B.trans && beta == T(0) && M <= 2 * Tile<T>::NR && N >= 4 * M;
+}
+
+template <class T>
+void gemm_swapped(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T* C, int64_t ldc)
+{
+    T* ct = pack_buffers<T>().c.get(std::size_t(N * M));
+    gemm_direct(N, M, K, alpha, View<T>{B.p, B.ld, false}, View<T>{A.p, A.ld, !A.trans}, T(0), ct, M);
+    transpose_runs(ct, M, N, M, C, ldc);
+}
+
 template <class T>
 void gemm_serial(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
                  int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == T(0)) return scale_c(M, N, beta, C, ldc);
+    if (swapped_pays(M, N, B, beta)) return gemm_swapped(M, N, K, alpha, A, B, C, ldc);
     if (M * N * K < kDirectFlops) return gemm_direct(M, N, K, alpha, A, B, beta, C, ldc);
     gemm_packed(M, N, K, alpha, A, B, beta, C, ldc);
 }

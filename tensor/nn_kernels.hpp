@@ -28,7 +28,8 @@ struct AttentionMask {
     /// Additive float mask or bool mask (true = may attend), broadcast over [B, L, S]:
     /// shape [Bm, L or 1, S or 1] with Bm in {1, B}, or undefined for none.
     Value mask;
-    bool causal = false;  ///< query i attends keys j <= i (top-left aligned, as PyTorch)
+    bool causal = false;  ///< query i attends keys j <= i + causal_offset (top-left aligned, as PyTorch, at 0)
+    std::int64_t causal_offset = 0;  ///< decoding: the positions already cached before query 0
 };
 struct AttentionSaved {
     // materialised path (the weights were asked for, or a short sequence)
@@ -66,5 +67,23 @@ Value attention(const Value& q, const Value& k, const Value& v, const AttentionM
 /// returned weights (= saved.dropped or saved.probs; may be undefined; materialised path only).
 void attention_backward(const Value& dout, const Value& dweights, const Value& q, const Value& k, const Value& v,
                         double scale, const AttentionSaved& saved, Value* dq, Value* dk, Value* dv);
+
+// ---- decoding with a key/value cache ---------------------------------------------------------
+// A cache buffer is [B, C, D] (B = batch x heads, room for C positions) of which the first S
+// positions are filled; each step writes its new positions in place, so nothing is copied but
+// the new keys and values (growing by concatenation copied the whole cache every step).
+
+/// Forward only, no dropout: attention of q [B, L, E] over the first S positions of kbuf
+/// [B, C, E] and vbuf [B, C, Ev] (S <= C). Returns [B, L, Ev].
+Value attention_prefix(const Value& q, const Value& kbuf, const Value& vbuf, std::int64_t S, const AttentionMask& mask,
+                       double scale);
+/// Heads of a projection, written where attention reads them: x is [T, N, W] (seq-first) or,
+/// batch_first, [N, T, W]; its columns [col, col + H * D) of token t, batch item n, head h go
+/// to dst[n * H + h, pos + t, :] of dst [N * H, C, D] (pos + T <= C).
+void write_heads(const Value& x, bool batch_first, std::int64_t col, std::int64_t H, std::int64_t D, Value& dst,
+                 std::int64_t pos);
+/// Make buf [B, C, D] hold at least `need` positions, keeping its first `filled`: a new buffer
+/// with twice the room (at least need, at least 16) when it is short; undefined buf: a new one.
+void reserve_positions(Value& buf, std::int64_t B, std::int64_t D, std::int64_t need, std::int64_t filled, DType dtype);
 
 }  // namespace spool::kernels

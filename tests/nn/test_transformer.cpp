@@ -301,6 +301,46 @@ TEST_CASE("TransformerLM: causal forward, cached steps equal the full forward")
     CHECK(gen.shape() == Shape({2, 4}));
 }
 
+TEST_CASE("a KV cache grows in place past its capacity, fed one or several positions at a time")
+{
+    manual_seed(17);
+    for (bool batch_first : {false, true}) {
+        MultiheadAttention mha({.embed_dim = 8, .num_heads = 2, .batch_first = batch_first});
+        mha.eval();
+        const std::int64_t T = 40, N = 3;
+        const int td = batch_first ? 1 : 0;
+        Tensor x = batch_first ? randn({N, T, 8}) : randn({T, N, 8});
+        Tensor full = mha(x, x, x, {.need_weights = false, .is_causal = true}).first;
+        KVCache cache;
+        std::int64_t t = 0;
+        std::vector<std::int64_t> capacities;
+        for (std::int64_t n : {1, 3, 12, 1, 1, 7, 15}) {  // lengths 1, 4, 16, 17, 18, 25, 40
+            Tensor step = mha.forward_cached(slice(x, td, t, t + n), cache);
+            INFO("batch_first ", batch_first, ", positions ", t, "..", t + n);
+            CHECK(max_abs_diff(step, slice(full, td, t, t + n)) < 1e-5);
+            t += n;
+            CHECK(cache.length() == t);
+            capacities.push_back(cache.capacity());
+        }
+        CHECK(capacities == std::vector<std::int64_t>{16, 16, 16, 32, 32, 32, 64});
+        CHECK(cache.keys().shape() == Shape({N, 2, T, 4}));
+        CHECK(cache.values().shape() == Shape({N, 2, T, 4}));
+        // the cached keys are the key projection of x, head by head
+        Tensor k = linear(x, slice(mha.in_proj_weight, 0, 8, 16), slice(mha.in_proj_bias, 0, 8, 16));
+        Tensor kh = batch_first ? permute(reshape(k, {N, T, 2, 4}), {0, 2, 1, 3}) : permute(reshape(k, {T, N, 2, 4}), {1, 2, 0, 3});
+        CHECK(max_abs_diff(cache.keys(), kh) < 1e-6);
+    }
+    // inference only: under a recording tape it says so instead of dropping the gradients
+    MultiheadAttention mha({.embed_dim = 4, .num_heads = 2});
+    KVCache cache;
+    Tape tape;
+    CHECK(test::message_of<std::exception>([&] { mha.forward_cached(zeros({1, 2, 4}), cache); }) ==
+          "MultiheadAttention: forward_cached is for inference (it writes the key/value cache in place and records no "
+          "gradients); run it under NoGrad or without a Tape");
+    CHECK(test::message_of<std::exception>([&] { mha.forward_cached(zeros({1, 2, 5}), cache); }) ==
+          "MultiheadAttention: forward_cached expects the new positions as [T, N, E] with E = 4; got (1, 2, 5)");
+}
+
 TEST_CASE("gradcheck: the remaining modules — Linear, Embedding, LayerNorm, positions, Sequential, models")
 {
     manual_seed(41);
