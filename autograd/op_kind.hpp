@@ -12,7 +12,7 @@ namespace spool {
     X(Tanh, "tanh") X(Sigmoid, "sigmoid") X(Relu, "relu") X(Gelu, "gelu") X(Clamp, "clamp")         \
     X(Softmax, "softmax") X(LogSoftmax, "log_softmax")                                              \
     X(Sum, "sum") X(Mean, "mean") X(Max, "max") X(Var, "var")                                       \
-    X(Reshape, "reshape") X(Permute, "permute") X(Slice, "slice") X(Concat, "concat")               \
+    X(Reshape, "reshape") X(Permute, "permute") X(Slice, "slice") X(Split, "split") X(Concat, "concat") \
     X(BroadcastTo, "broadcast_to") X(Matmul, "matmul") X(IndexSelect, "index_select")               \
     X(MaskedFill, "masked_fill") X(Where, "where") X(Dropout, "dropout")                            \
     X(CrossEntropy, "cross_entropy") X(LogSumExp, "logsumexp") X(LogSigmoid, "logsigmoid")          \

@@ -100,6 +100,17 @@ const OpSpec rows[] = {
      {{"dim 1 [1:3]", {S{2, 4}}, Domain::any, [](In x) { return exp(slice(x[0], 1, 1, 3)); }},
       {"dim 0 step 2", {S{5, 2}}, Domain::any, [](In x) { return exp(slice(x[0], 0, 0, 5, 2)); }},
       {"negative bounds", {S{6}}, Domain::any, [](In x) { return exp(slice(x[0], 0, -4, -1)); }}}},
+    {OpKind::Split,
+     {{"sizes [1,2,1] dim 1, weighted", {S{2, 4}}, Domain::any,
+       [](In x) {
+           auto p = split(x[0], std::vector<std::int64_t>{1, 2, 1}, 1);
+           return concat({exp(p[0]), p[1] * 2.0, tanh(p[2])}, 1);
+       }},
+      {"split_size 2 of 5, one piece unused", {S{5, 2}}, Domain::any,
+       [](In x) {
+           auto p = split(x[0], std::int64_t{2}, 0);
+           return concat({exp(p[0]), p[2] * 3.0}, 0);
+       }}}},
     {OpKind::Concat,
      {{"dim 0", {S{2, 3}, S{1, 3}}, Domain::any, [](In x) { return exp(concat({x[0], x[1]}, 0)); }},
       {"dim 1 three", {S{2, 1}, S{2, 2}, S{2, 1}}, Domain::any,

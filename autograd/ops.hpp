@@ -85,6 +85,12 @@ Tensor permute(const Tensor& x, const std::vector<int>& dims);
 Tensor transpose(const Tensor& x, int dim0, int dim1);
 /// x[..., start:end:step, ...] along dim with Python's clamping of start/end; step > 0.
 Tensor slice(const Tensor& x, int dim, std::int64_t start, std::int64_t end, std::int64_t step = 1);
+/// torch.split: consecutive pieces of x along dim with the given sizes (which must add up to
+/// x's size there), or of split_size each (the last one smaller when it does not divide).
+/// Backward writes x's gradient once (zeros for pieces that got none), where separate slices
+/// would zero-fill a full-size gradient per piece and add them up.
+std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& sizes, int dim = 0);
+std::vector<Tensor> split(const Tensor& x, std::int64_t split_size, int dim = 0);
 Tensor concat(const std::vector<Tensor>& xs, int dim = 0);
 Tensor cat(const std::vector<Tensor>& xs, int dim = 0);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);

@@ -1,4 +1,4 @@
-// Shape ops (reshape, permute, slice, concat, broadcast_to), matmul and index_select.
+// Shape ops (reshape, permute, slice, split, concat, broadcast_to), matmul and index_select.
 // Dimension letters: B batch dims, M/K/N matrix dims.
 #include <algorithm>
 #include <cstring>
@@ -119,6 +119,56 @@ Tensor slice(const Tensor& x, int dim, std::int64_t start, std::int64_t end, std
     return record(OpKind::Slice, {x}, std::move(y), [sx = x.shape(), d, start, step](const Value& dy, Grads& dx) {
         dx.add(0, k::slice_backward(dy, sx, d, start, step));
     });
+}
+
+// split(x, sizes, dim) -> y_i = x[o_i : o_i + sizes_i] along dim     dx += concat(dy_i) (0 where none)
+std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& sizes, int dim)
+{
+    detail::OpProfile prof(OpKind::Split);
+    check_defined(x, "split");
+    const int d = normalize_axis(dim, x.dim(), "split");
+    std::string listed;
+    std::int64_t total = 0;
+    bool nonneg = true;
+    for (std::int64_t s : sizes) {
+        listed += (listed.empty() ? "" : ", ") + std::to_string(s);
+        nonneg = nonneg && s >= 0;
+        total += s;
+    }
+    SPOOL_CHECK(nonneg && total == x.shape()[d], ValueError, "split: section sizes [", listed,
+                "] must be >= 0 and add up to ", x.shape()[d], ", the size of dim ", d, " of ", to_string(x.shape()));
+    std::vector<Value> outs;
+    std::int64_t at = 0;
+    for (std::int64_t s : sizes) {
+        outs.push_back(k::slice(x.value(), d, at, at + s, 1));
+        at += s;
+    }
+    auto backward = [sizes, d, xs = x.shape(), dt = x.dtype()](const std::vector<Value>& dy, Grads& dx) {
+        std::vector<Value> parts;
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
+            if (dy[i].defined()) {
+                parts.push_back(dy[i]);
+                continue;
+            }
+            Shape ps = xs;
+            ps.set(d, sizes[i], "split");
+            parts.push_back(Value::zeros(ps, dt));
+        }
+        dx.add(0, k::concat(parts, d));
+    };
+    return record_multi(OpKind::Split, {x}, std::move(outs), backward);
+}
+
+std::vector<Tensor> split(const Tensor& x, std::int64_t split_size, int dim)
+{
+    check_defined(x, "split");
+    const std::int64_t n = x.shape()[normalize_axis(dim, x.dim(), "split")];
+    SPOOL_CHECK(split_size > 0 || (split_size == 0 && n == 0), ValueError,
+                "split: split_size must be positive (0 only for an empty dim); got ", split_size);
+    std::vector<std::int64_t> sizes;
+    for (std::int64_t at = 0; at < n; at += split_size) sizes.push_back(std::min(split_size, n - at));
+    if (sizes.empty()) sizes.push_back(0);
+    return split(x, sizes, dim);
 }
 
 // concat(xs, dim) -> y            dx_i += dy[offset_i : offset_i + n_i] along dim

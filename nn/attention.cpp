@@ -62,10 +62,10 @@ void MultiheadAttention::project(const Tensor& query, const Tensor& key, const T
     const std::int64_t E = options.embed_dim;
     if (q && k && v && same_embed_dim() && query.same(key) && key.same(value)) {
         // self-attention: one GEMM for q, k and v, then split the last dim
-        Tensor qkv = linear(query, in_proj_weight, in_proj_bias);
-        *q = slice(qkv, -1, 0, E);
-        *k = slice(qkv, -1, E, 2 * E);
-        *v = slice(qkv, -1, 2 * E, 3 * E);
+        std::vector<Tensor> qkv = split(linear(query, in_proj_weight, in_proj_bias), E, -1);
+        *q = qkv[0];
+        *k = qkv[1];
+        *v = qkv[2];
         return;
     }
     auto one = [&](const Tensor& x, int i, const Tensor& separate) {

@@ -80,4 +80,15 @@ TEST_CASE("bad option values")
     CHECK(message_of<ValueError>([&] { gelu(x, "fast"); }) == "gelu: approximate must be 'none' or 'tanh'; got 'fast'");
     CHECK(message_of<ValueError>([&] { clamp(x, 2.0, 1.0); }) == "clamp: min must be <= max; got min 2 and max 1");
     CHECK(message_of<ValueError>([&] { slice(x, 0, 0, 2, 0); }) == "slice: step must be positive; got 0");
+    Tensor m = ones({2, 5});
+    CHECK(message_of<ValueError>([&] { split(m, std::vector<std::int64_t>{2, 2}, 1); }) ==
+          "split: section sizes [2, 2] must be >= 0 and add up to 5, the size of dim 1 of (2, 5)");
+    CHECK(message_of<ValueError>([&] { split(m, std::vector<std::int64_t>{6, -1}, -1); }) ==
+          "split: section sizes [6, -1] must be >= 0 and add up to 5, the size of dim 1 of (2, 5)");
+    CHECK(message_of<ValueError>([&] { split(m, std::int64_t{0}, 1); }) ==
+          "split: split_size must be positive (0 only for an empty dim); got 0");
+    // torch.split's piece sizes: 5 in pieces of 2 -> 2, 2, 1
+    const auto pieces = split(m, std::int64_t{2}, 1);
+    REQUIRE(pieces.size() == 3);
+    CHECK(pieces[2].shape() == Shape({2, 1}));
 }

@@ -142,6 +142,14 @@ const std::map<std::string, OpFn>& dispatch()
                                  a.p.at("end").get<std::int64_t>(), a.p.at("step").get<std::int64_t>());
          }},
         {"cat", [](const Args& a) { return spool::cat(a.in, a.p.at("dim").get<int>()); }},
+        {"split",
+         [](const Args& a) {
+             const int dim = a.p.at("dim").get<int>();
+             const auto pieces = a.p.contains("sizes")
+                                     ? spool::split(a.in[0], a.p.at("sizes").get<std::vector<std::int64_t>>(), dim)
+                                     : spool::split(a.in[0], a.p.at("split_size").get<std::int64_t>(), dim);
+             return pieces.at(a.p.at("index").get<std::size_t>());
+         }},
         {"broadcast_to",
          [](const Args& a) {
              return spool::broadcast_to(a.in[0], spool::Shape(a.p.at("shape").get<std::vector<std::int64_t>>()));
@@ -226,7 +234,7 @@ TEST_CASE("parity: the fixtures cover both dtypes and the op set")
     // the op families the parity suite must exercise
     for (const char* op : {"add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "abs", "tanh", "sigmoid",
                            "relu", "gelu", "clamp", "softmax", "log_softmax", "sum", "mean", "max", "var", "reshape",
-                           "permute", "transpose", "slice", "cat", "broadcast_to", "matmul", "index_select",
+                           "permute", "transpose", "slice", "split", "cat", "broadcast_to", "matmul", "index_select",
                            "embedding", "masked_fill", "where"})
         CHECK_MESSAGE(ops.count(op) == 1, "no fixture case for ", op);
 }
