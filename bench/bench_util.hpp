@@ -16,6 +16,8 @@
 #include <variant>
 #include <vector>
 
+#include "tensor/gemm.hpp"
+
 namespace spool::bench {
 
 inline double now_s()
@@ -82,7 +84,8 @@ inline std::string cpu_model()
     return "unknown";
 }
 
-/// The instruction set spool's kernels were compiled for (what xsimd's default arch follows).
+/// The instruction set spool's elementwise kernels were compiled for (what xsimd's default arch
+/// follows); the GEMM's is chosen at run time in a portable build (gemm_kernel()).
 inline const char* simd_kernel()
 {
 #if defined(__AVX512BW__)
@@ -98,13 +101,16 @@ inline const char* simd_kernel()
 #endif
 }
 
-/// The machine a benchmark ran on: CPU model, spool's SIMD kernel, the OS kernel release.
+/// The GEMM kernel spool runs (tensor/gemm.hpp).
+inline const char* gemm_kernel() { return spool::kernels::gemm_kernel(); }
+
+/// The machine a benchmark ran on: CPU model, spool's GEMM and elementwise kernels, the OS release.
 inline Json machine_line(const char* bench)
 {
     utsname u{};
     const std::string os = uname(&u) == 0 ? std::string(u.sysname) + " " + u.release : "unknown";
     Json j(bench);
-    j.str("cpu", cpu_model()).str("spool_kernel", simd_kernel()).str("os", os);
+    j.str("cpu", cpu_model()).str("spool_kernel", gemm_kernel()).str("spool_elementwise", simd_kernel()).str("os", os);
     return j;
 }
 

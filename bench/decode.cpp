@@ -202,7 +202,7 @@ int main(int argc, char** argv)
             const Stats st = stats_of(samples[i].tokens_per_s);
             Json j("decode");
             j.str("impl", runs[i].impl).str("threads", runs[i].setting);
-            j.str("kernel", runs[i].impl == "spool" ? std::string(simd_kernel()) : "openblas " + g_peer_core);
+            j.str("kernel", runs[i].impl == "spool" ? std::string(gemm_kernel()) : "openblas " + g_peer_core);
             j.stats("tokens_per_s", st).num("samples", double(samples[i].tokens_per_s.size()));
             j.num("peak_rss_mib", samples[i].max_rss_mib);
             j.print();

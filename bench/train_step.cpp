@@ -247,7 +247,7 @@ int main(int argc, char** argv)
                 const auto st = stats_of(samples[i].step);
                 spool::bench::Json j("train_step");
                 j.str("impl", runs[i].impl).str("threads", runs[i].setting).str("load", contended ? "contended" : "idle");
-                j.str("kernel", runs[i].impl == "spool" ? std::string(simd_kernel()) : "openblas " + g_peer_core);
+                j.str("kernel", runs[i].impl == "spool" ? std::string(gemm_kernel()) : "openblas " + g_peer_core);
                 j.stats("ms", st);
                 j.num("tokens_per_s", double(c.batch * c.tgt_len) / (st.median / 1e3));
                 const double gflops = step_gflop / (st.median / 1e3);

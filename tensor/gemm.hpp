@@ -5,8 +5,20 @@
 // Dimension letters: M rows of C, N columns of C, K the contracted dimension.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace spool::kernels {
+
+/// The GEMM kernels this build runs on this CPU, best first, named by instruction set
+/// ("avx512bw", "fma3<avx2>", "sse2"). A -Dnative=true build has one (the build machine's); a
+/// portable build (-Dnative=false) chooses among its compilations by the CPU at run time.
+std::vector<const char*> gemm_kernels();
+/// The kernel in use: the first of gemm_kernels(), unless SPOOL_GEMM_KERNEL (a name above, or
+/// "avx512", "avx2", "x86_64") or set_gemm_kernel chose another.
+const char* gemm_kernel();
+/// Use the named kernel from now on (tests, benchmarks); ValueError if this build or CPU lacks
+/// it. Not for use while another thread runs a GEMM.
+void set_gemm_kernel(const char* name);
 
 /// C[M,N] = alpha * op(A) * op(B) + beta * C, all row-major.
 /// op(A) is A[M,K] (lda >= K) or, with trans_a, A stored as [K,M] (lda >= M); likewise op(B) is

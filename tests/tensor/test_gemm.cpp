@@ -10,9 +10,12 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "messages.hpp"
+#include "tensor/errors.hpp"
 #include "tensor/gemm.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/threads.hpp"
@@ -247,4 +250,31 @@ TEST_CASE("gemm: called from inside a parallel region, and from two user threads
         other.join();
     }
     check(concurrent);
+}
+
+TEST_CASE("gemm kernels: each one this build runs on this CPU matches the reference")
+{
+    namespace k = spool::kernels;
+    const std::vector<const char*> kernels = k::gemm_kernels();
+    REQUIRE(!kernels.empty());
+    const std::string before = k::gemm_kernel();
+    std::mt19937 gen(11);
+    // a tail case, the direct path, the swapped small-M path and the packed, threaded path
+    const Case shapes[] = {{false, true, 9, 33, 8, 1}, {true, false, 97, 130, 65, 5}, {false, true, 32, 1000, 256, 0},
+                           {false, false, 300, 257, 513, 3}};
+    for (const char* name : kernels) {
+        k::set_gemm_kernel(name);
+        CHECK(std::string(k::gemm_kernel()) == name);
+        for (const Case& c : shapes) {
+            INFO("kernel " << name);
+            check_gemm<float>(c, 0.75f, 0.0f, gen);
+            check_gemm<double>(c, 0.75, 0.5, gen);
+        }
+    }
+    k::set_gemm_kernel(before.c_str());
+    std::string all;
+    for (const char* name : kernels) all += (all.empty() ? "" : ", ") + std::string(name);
+    CHECK(spool::test::message_of<spool::ValueError>([] { spool::kernels::set_gemm_kernel("avx1024"); }) ==
+          "set_gemm_kernel: 'avx1024' is not a GEMM kernel this build runs on this CPU (" + all + ")");
+    CHECK(std::string(k::gemm_kernel()) == before);
 }
