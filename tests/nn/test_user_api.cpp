@@ -144,7 +144,8 @@ TEST_CASE("Seq2SeqTransformer share_embeddings: the shared table's gradient is t
 
 TEST_CASE("gradcheck: Seq2SeqTransformer with share_embeddings, and with tie_generator alone")
 {
-    for (auto [share, tie] : {std::pair{true, false}, std::pair{false, true}}) {
+    for (const auto& options : {std::pair{true, false}, std::pair{false, true}}) {
+        const bool share = options.first, tie = options.second;  // not a structured binding: INFO captures them
         manual_seed(5);
         Seq2SeqTransformer m(tiny(share, tie));
         auto res = gradcheck([&](const std::vector<Tensor>&) { return tiny_loss(m); }, m.parameters());
