@@ -42,6 +42,25 @@ Tensor Tensor::grad() const
     return Tensor(g);
 }
 
+void Tensor::set_grad(const Tensor& g)
+{
+    TensorImpl& self = get("set_grad()");
+    if (!g.defined()) {
+        self.grad = Value();
+        return;
+    }
+    const Value& v = g.value();
+    SPOOL_CHECK(!v.shares_storage(self.value), ValueError, "set_grad: a tensor cannot be its own gradient (the gradient "
+                "shares the tensor's storage, shape ", to_string(self.value.shape()), "); pass a clone()");
+    SPOOL_CHECK(is_floating(self.value.dtype()), TypeError, "set_grad: only float32 and float64 tensors have gradients; got dtype ",
+                dtype_name(self.value.dtype()));
+    SPOOL_CHECK(v.dtype() == self.value.dtype(), TypeError, "set_grad: the gradient must have the tensor's dtype; got gradient ",
+                dtype_name(v.dtype()), " for tensor ", dtype_name(self.value.dtype()));
+    SPOOL_CHECK(v.shape() == self.value.shape(), ShapeError, "set_grad: the gradient must have the tensor's shape; got gradient ",
+                to_string(v.shape()), " for tensor ", to_string(self.value.shape()));
+    self.grad = v;
+}
+
 void Tensor::zero_grad() { get("zero_grad()").grad = Value(); }
 
 Tensor Tensor::detach() const { return Tensor(get("detach()").value); }
@@ -53,12 +72,29 @@ bool Tensor::is_leaf() const
     return !(t && impl.node >= 0 && impl.tape_id == t->id());
 }
 
-double Tensor::item() const
+namespace {
+/// tolist<T>() and item<T>() with T other than double: T must be the dtype's element type.
+template <Element T>
+void check_element_type(const Value& v, const char* what)
+{
+    SPOOL_CHECK(v.dtype() == dtype_of<T>::value, TypeError, what, "<", dtype_name(dtype_of<T>::value), ">: the tensor is ",
+                dtype_name(v.dtype()), "; ask for its own element type (", dtype_name(v.dtype()),
+                ") or for double (tolist(), item())");
+}
+}  // namespace
+
+template <Element T>
+T Tensor::item() const
 {
     get("item()");
     SPOOL_CHECK(numel() == 1, ValueError, "item: a Tensor with ", numel(), " elements cannot be converted to a scalar; got shape ",
                 to_string(shape()));
-    return value().at(0);
+    if constexpr (std::same_as<T, double>) {
+        return value().at(0);
+    } else {
+        check_element_type<T>(value(), "item");
+        return value().data<T>()[0];
+    }
 }
 
 double Tensor::at(std::int64_t i) const
@@ -83,12 +119,29 @@ double Tensor::at(std::initializer_list<std::int64_t> idx) const
     return value().at(flat);
 }
 
-std::vector<double> Tensor::tolist() const
+template <Element T>
+std::vector<T> Tensor::tolist() const
 {
-    std::vector<double> out(numel());
-    for (std::int64_t i = 0; i < numel(); ++i) out[i] = value().at(i);
-    return out;
+    const Value& v = get("tolist()").value;
+    if constexpr (std::same_as<T, double>) {
+        std::vector<double> out(v.numel());
+        for (std::int64_t i = 0; i < v.numel(); ++i) out[i] = v.at(i);  // converts int64 and bool too
+        return out;
+    } else {
+        check_element_type<T>(v, "tolist");
+        const T* p = v.data<T>();
+        return std::vector<T>(p, p + v.numel());
+    }
 }
+
+template float Tensor::item<float>() const;
+template double Tensor::item<double>() const;
+template std::int64_t Tensor::item<std::int64_t>() const;
+template bool Tensor::item<bool>() const;
+template std::vector<float> Tensor::tolist<float>() const;
+template std::vector<double> Tensor::tolist<double>() const;
+template std::vector<std::int64_t> Tensor::tolist<std::int64_t>() const;
+template std::vector<bool> Tensor::tolist<bool>() const;
 
 void Tensor::backward() const
 {

@@ -2,6 +2,7 @@
 // its link to the tape. Creation functions and printing live here; differentiable ops
 // are in autograd/ops.hpp, the tape in autograd/tape.hpp. Copying a Tensor shares it.
 #pragma once
+#include <concepts>
 #include <cstdint>
 #include <initializer_list>
 #include <iosfwd>
@@ -11,6 +12,11 @@
 #include "tensor/value.hpp"
 
 namespace spool {
+
+/// A C++ type that is some dtype's element type: float, double, std::int64_t or bool.
+template <class T>
+concept Element = std::same_as<T, float> || std::same_as<T, double> || std::same_as<T, std::int64_t> ||
+                  std::same_as<T, bool>;
 
 struct TensorImpl {
     Value value;
@@ -42,20 +48,32 @@ public:
     Tensor& requires_grad_(bool on = true);
     /// The accumulated gradient of a leaf (an undefined Tensor before the first backward).
     Tensor grad() const;
+    /// Set the gradient, as PyTorch's `p.grad = g`: later backward passes add to it and
+    /// optimizers read it. g must have this tensor's shape (ShapeError) and dtype (TypeError);
+    /// an undefined g clears the gradient (`p.grad = None`). The gradient shares g's storage
+    /// (not its tape link); backward, clipping and zero_grad(false) never write into a
+    /// shared buffer, so they leave g itself unchanged and continue in a copy.
+    void set_grad(const Tensor& g);
+    /// Set the gradient to undefined (`p.grad = None`).
     void zero_grad();
     /// A Tensor sharing the value, cut from the tape and from gradients.
     Tensor detach() const;
     /// True when produced by an op recorded on the currently live tape.
     bool is_leaf() const;
 
-    /// The single element of a one-element tensor, as double.
-    double item() const;
+    /// The single element of a one-element tensor, as double; item<T>() as T, exactly
+    /// (T the dtype's element type, like tolist<T>()): item<std::int64_t>() of an int64 tensor.
+    template <Element T = double> T item() const;
     /// Flat element i, as double (bounds-checked).
     double at(std::int64_t i) const;
     /// Element at a multi-index (bounds-checked).
     double at(std::initializer_list<std::int64_t> idx) const;
-    /// All elements, flattened, as doubles.
-    std::vector<double> tolist() const;
+    /// All elements, flattened. tolist() (= tolist<double>()) converts any dtype to double,
+    /// exact for float32/float64/bool and for int64 up to 2^53 in magnitude. tolist<T>() for T
+    /// the dtype's element type (float, double, std::int64_t, bool) copies the elements
+    /// exactly, like PyTorch's tolist() giving ints for integer tensors; another T throws
+    /// TypeError naming both types.
+    template <Element T = double> std::vector<T> tolist() const;
     /// Writable elements: counts as an in-place change (bumps the version, see Value::version).
     template <class T> T* data()
     {

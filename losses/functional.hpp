@@ -139,3 +139,30 @@ void validate(const BCEWithLogitsLossOptions& options);
 void validate(const AttentionAlignmentLossOptions& options);
 
 }  // namespace spool::losses
+
+// ---- the same functions under spool:: --------------------------------------------------------
+// torch.nn.functional keeps every loss in one namespace; here each loss function and its
+// options are reachable both as spool::losses::name (above) and as spool::name (below, and
+// cross_entropy, declared in spool::). Using-declarations: one function, two spellings.
+// The Loss classes and the registry (loss.hpp, registry.hpp) stay in spool::losses.
+namespace spool {
+using losses::AlignmentForm;
+using losses::AttentionAlignmentLossOptions;
+using losses::BCEWithLogitsLossOptions;
+using losses::FocalLossOptions;
+using losses::KLDivLossOptions;
+using losses::LabelSmoothingKLOptions;
+using losses::MSELossOptions;
+using losses::NLLLossOptions;
+using losses::ZLossOptions;
+using losses::alignment_form_name;
+using losses::attention_alignment_loss;
+using losses::binary_cross_entropy_with_logits;
+using losses::focal_loss;
+using losses::kl_div;
+using losses::label_smoothing_kl;
+using losses::mse_loss;
+using losses::nll_loss;
+using losses::validate;
+using losses::z_loss;
+}  // namespace spool

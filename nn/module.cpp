@@ -1,6 +1,8 @@
 #include "nn/module.hpp"
 
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <set>
 
@@ -116,6 +118,68 @@ void Module::zero_grad()
     }
 }
 
+// ---- load_state_dict's error message ----------------------------------------------------------
+
+namespace {
+/// At most this many entries of each list are named; the rest are counted.
+constexpr std::size_t shown_per_list = 10;
+
+std::string quoted_keys(const std::vector<std::string>& keys)
+{
+    std::string out;
+    for (std::size_t i = 0; i < keys.size() && i < shown_per_list; ++i) out += (i ? ", '" : "'") + keys[i] + "'";
+    if (keys.size() > shown_per_list) out += detail::cat(" and ", keys.size() - shown_per_list, " more");
+    return out;
+}
+
+/// A hint when the names differ by one prefix p: every missing key k is an unexpected key p + k
+/// (saved from a wrapper, e.g. "module."), or every unexpected key k is a missing key p + k
+/// (saved from the submodule p).
+std::string prefix_hint(const std::vector<std::string>& missing, const std::vector<std::string>& unexpected)
+{
+    if (missing.empty() || missing.size() != unexpected.size()) return "";
+    // the p for which every key k of `shorter` is in `longer` as p + k, or nullopt
+    auto shift = [](const std::vector<std::string>& shorter, const std::vector<std::string>& longer) {
+        const std::set<std::string> have(longer.begin(), longer.end());
+        const std::string& k0 = shorter.front();
+        for (const auto& l : longer) {
+            if (l.size() <= k0.size() || l.compare(l.size() - k0.size(), k0.size(), k0) != 0) continue;
+            std::string p = l.substr(0, l.size() - k0.size());
+            if (std::all_of(shorter.begin(), shorter.end(), [&](const std::string& k) { return have.count(p + k) > 0; }))
+                return std::optional<std::string>(p);
+        }
+        return std::optional<std::string>();
+    };
+    if (auto p = shift(missing, unexpected))
+        return "\n  (each unexpected key is a missing key with the prefix '" + *p +
+               "': the state dict was saved from a wrapper; strip the prefix)";
+    if (auto p = shift(unexpected, missing))
+        return "\n  (each missing key is an unexpected key with the prefix '" + *p +
+               "': the state dict was saved from that submodule; load it there)";
+    return "";
+}
+}  // namespace
+
+std::string load_error_message(const std::string& module, const std::vector<std::string>& size_mismatches,
+                               const std::vector<std::string>& undefined, const std::vector<std::string>& missing,
+                               const std::vector<std::string>& unexpected)
+{
+    std::string msg = module + ".load_state_dict: error(s) in loading the state dict:";
+    if (!size_mismatches.empty()) {
+        msg += detail::cat("\n  size mismatches (", size_mismatches.size(), "):");
+        for (std::size_t i = 0; i < size_mismatches.size() && i < shown_per_list; ++i) msg += "\n    " + size_mismatches[i];
+        if (size_mismatches.size() > shown_per_list)
+            msg += detail::cat("\n    and ", size_mismatches.size() - shown_per_list, " more");
+    }
+    auto list = [&](const char* what, const std::vector<std::string>& keys) {
+        if (!keys.empty()) msg += detail::cat("\n  ", what, " (", keys.size(), "): ", quoted_keys(keys));
+    };
+    list("undefined tensors", undefined);
+    list("missing keys", missing);
+    list("unexpected keys", unexpected);
+    return msg + prefix_hint(missing, unexpected);
+}
+
 NamedTensors Module::state_dict() const
 {
     NamedTensors out;  // tied parameters appear under each name, as in PyTorch
@@ -150,21 +214,9 @@ LoadResult Module::load_state_dict(const NamedTensors& state, bool strict)
     for (const auto& [n, t] : state)
         if (!known.count(n)) res.unexpected_keys.push_back(n);
     bool bad = !mismatched.empty() || !undefined.empty() || (strict && (!res.missing_keys.empty() || !res.unexpected_keys.empty()));
-    if (bad) {
-        std::string msg = type_name_ + ".load_state_dict: error(s) in loading the state dict";
-        auto list = [&](const char* what, const std::vector<std::string>& keys) {
-            if (keys.empty()) return;
-            msg += detail::cat("; ", what, ": ");
-            for (std::size_t i = 0; i < keys.size(); ++i) msg += (i ? ", " : "") + (what[0] == 's' ? keys[i] : "'" + keys[i] + "'");
-        };
-        list("size mismatch", mismatched);
-        list("undefined tensors", undefined);
-        if (strict) {
-            list("missing keys", res.missing_keys);
-            list("unexpected keys", res.unexpected_keys);
-        }
-        throw ValueError(msg);
-    }
+    if (bad)
+        throw ValueError(load_error_message(type_name_, mismatched, undefined, strict ? res.missing_keys : std::vector<std::string>{},
+                                            strict ? res.unexpected_keys : std::vector<std::string>{}));
     for (const auto& [n, t] : mine) {
         auto it = given.find(n);
         if (it == given.end()) continue;

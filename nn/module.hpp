@@ -54,8 +54,9 @@ public:
     /// Parameters and persistent buffers by dotted name (shares the tensors).
     NamedTensors state_dict() const;
     /// Copy values in by name, each converted to the existing tensor's dtype. Strict: every
-    /// missing and unexpected key and every shape mismatch in one ValueError; non-strict:
-    /// returns what did not match (shape mismatches still throw).
+    /// missing and unexpected key and every shape mismatch in one ValueError (one line per
+    /// kind, with counts, the first 10 of each named); non-strict: returns what did not match
+    /// (shape mismatches still throw). Nothing is copied when it throws.
     LoadResult load_state_dict(const NamedTensors& state, bool strict = true);
 
     /// Replace the registered parameter `name` of this module by t (same shape), e.g. to tie
@@ -112,5 +113,13 @@ public:
 };
 
 std::ostream& operator<<(std::ostream& os, const Module& m);
+
+/// load_state_dict's error text: a header line naming the module, then one line per kind of
+/// problem with its count — each size mismatch on its own line ("'name': expected (a, b), got
+/// (c, d)"), the keys quoted and comma-separated — naming at most 10 of each and counting the
+/// rest, and a hint when the saved names differ from the module's by one prefix ("module.").
+std::string load_error_message(const std::string& module, const std::vector<std::string>& size_mismatches,
+                               const std::vector<std::string>& undefined, const std::vector<std::string>& missing,
+                               const std::vector<std::string>& unexpected);
 
 }  // namespace spool::nn

@@ -37,15 +37,17 @@ Seq2SeqTransformer::Seq2SeqTransformer(const Seq2SeqOptions& o) : Cloneable("Seq
 {
     SPOOL_CHECK(o.src_vocab > 0 && o.tgt_vocab > 0, ValueError, "Seq2SeqTransformer: src_vocab and tgt_vocab must be positive; got ",
                 o.src_vocab, " and ", o.tgt_vocab);
-    SPOOL_CHECK(!o.tie_weights || o.src_vocab == o.tgt_vocab, ValueError,
-                "Seq2SeqTransformer: tie_weights needs src_vocab == tgt_vocab; got ", o.src_vocab, " and ", o.tgt_vocab);
+    const bool share = o.share_embeddings || o.tie_weights, tie_generator = o.tie_generator || o.tie_weights;
+    SPOOL_CHECK(!share || o.src_vocab == o.tgt_vocab, ValueError, "Seq2SeqTransformer: ",
+                o.tie_weights ? "tie_weights" : "share_embeddings", " needs src_vocab == tgt_vocab; got ", o.src_vocab, " and ",
+                o.tgt_vocab);
     src_embed = register_module("src_embed", std::make_shared<Embedding>(EmbeddingOptions{
                                                  o.src_vocab, o.d_model, o.padding_idx, o.dtype}));
-    tgt_embed = o.tie_weights ? src_embed
-                              : std::make_shared<Embedding>(EmbeddingOptions{o.tgt_vocab, o.d_model, o.padding_idx, o.dtype});
+    tgt_embed = share ? src_embed
+                      : std::make_shared<Embedding>(EmbeddingOptions{o.tgt_vocab, o.d_model, o.padding_idx, o.dtype});
     register_module("tgt_embed", tgt_embed);
     init_scaled_table(*src_embed, o.d_model);
-    if (!o.tie_weights) init_scaled_table(*tgt_embed, o.d_model);
+    if (!share) init_scaled_table(*tgt_embed, o.d_model);
     positional_encoding = register_module(
         "positional_encoding", std::make_shared<PositionalEncoding>(PositionalEncodingOptions{
                                    o.d_model, o.max_len, o.dropout, o.batch_first, o.dtype}));
@@ -58,7 +60,7 @@ Seq2SeqTransformer::Seq2SeqTransformer(const Seq2SeqOptions& o) : Cloneable("Seq
                                                      .batch_first = o.batch_first, .norm_first = o.norm_first,
                                                      .dtype = o.dtype}));
     generator = register_module("generator", std::make_shared<Linear>(LinearOptions{o.d_model, o.tgt_vocab, true, o.dtype}));
-    if (o.tie_weights) tie(*generator, *tgt_embed);
+    if (tie_generator) tie(*generator, *tgt_embed);
 }
 
 Tensor Seq2SeqTransformer::embed(const Embedding& table, const Tensor& ids, std::int64_t offset) const

@@ -1,5 +1,6 @@
 // Models beyond torch.nn: Seq2SeqTransformer (token embeddings × √d_model + sinusoidal
-// positions + dropout, nn::Transformer, generator Linear; optional weight tying) and
+// positions + dropout, nn::Transformer, generator Linear; optional sharing of the source and
+// target tables and tying of the generator to the target table) and
 // TransformerLM (decoder-only, causal). Both decode with a KV cache, so producing token t
 // costs O(t), not O(t²): see nn/decoding.hpp. Token ids are int64 [T, N] (seq-first) or
 // [N, T] with batch_first; logits come out in the same layout with V last.
@@ -24,9 +25,15 @@ struct Seq2SeqOptions {
     bool batch_first = false;
     bool norm_first = false;
     std::int64_t max_len = 5000;
-    /// One embedding for source and target, also used as the generator's weight
-    /// (needs src_vocab == tgt_vocab), as in "Attention Is All You Need" 3.4.
+    /// Both of the two below, as in "Attention Is All You Need" 3.4: one table for source,
+    /// target and generator (needs src_vocab == tgt_vocab).
     bool tie_weights = false;
+    /// One embedding table for source and target (needs src_vocab == tgt_vocab); the
+    /// generator keeps its own weight unless tie_generator (PyTorch: tgt_emb = src_emb).
+    bool share_embeddings = false;
+    /// The generator's weight is the target embedding's table (generator.weight =
+    /// tgt_emb.weight); any vocabulary sizes.
+    bool tie_generator = false;
     std::optional<std::int64_t> padding_idx = std::nullopt;
     DType dtype = DType::f32;
 };
@@ -63,7 +70,7 @@ public:
                        std::int64_t position, const Tensor& memory_key_padding_mask = {}) const;
 
     Seq2SeqOptions options;
-    std::shared_ptr<Embedding> src_embed, tgt_embed;  ///< the same module when tie_weights
+    std::shared_ptr<Embedding> src_embed, tgt_embed;  ///< the same module when share_embeddings (or tie_weights)
     std::shared_ptr<PositionalEncoding> positional_encoding;
     std::shared_ptr<Transformer> transformer;
     std::shared_ptr<Linear> generator;

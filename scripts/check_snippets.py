@@ -15,6 +15,8 @@ Markers in the Markdown (HTML comments: invisible on the rendered page):
                                    code, for the names a fragment uses but does not define.
   ```cpp-nocompile                 a fence that is never compiled (pseudo-code); counted
                                    and reported as skipped.
+  <!-- snippet-run -->             directly above a program's fence: it is also run and
+                                   must exit 0 (README.md's first program always is).
 Flags follow BUILD_DIR's configuration (meson-info/intro-buildoptions.json): -march=native
 when `native`, -fsanitize= from b_sanitize, -DNDEBUG as b_ndebug says, cpp_args and
 cpp_link_args. Compiler errors point at the Markdown file and line (#line directives).
@@ -38,6 +40,7 @@ LIB_ORDER = ["train", "io", "optim", "nn", "losses", "autograd", "tensor"]  # li
 OPTIONAL_LIBS = {"train"}  # linked when the build has it
 FENCE = re.compile(r"^(\s*)(`{3,})\s*([\w+-]*)\s*$")
 PRELUDE = re.compile(r"<!--\s*snippet-prelude:(.*?)-->", re.S)
+RUN_MARK = re.compile(r"^\s*<!--\s*snippet-run\s*-->\s*$")
 HEADER_LINE = re.compile(r"^\s*(#|using\s+namespace\b)")
 MAX_ERROR_LINES = 40
 NAMESPACE_ONLY = ("function-definition is not allowed here", "cannot appear at block scope",
@@ -82,7 +85,16 @@ def extract(path):
             continue
         prelude, prelude_line = preceding_prelude(lines, start)
         blocks.append(Block(rel, start + 1, lang, body, prelude, prelude_line))
+        blocks[-1].run = blocks[-1].is_program and marked_run(lines, start)
     return blocks
+
+
+def marked_run(lines, fence_index):
+    """True when a snippet-run comment sits directly above the fence (blank lines aside)."""
+    j = fence_index - 1
+    while j >= 0 and not lines[j].strip():
+        j -= 1
+    return j >= 0 and bool(RUN_MARK.match(lines[j]))
 
 
 def preceding_prelude(lines, fence_index):

@@ -78,7 +78,9 @@ TEST_CASE("an undefined tensor throws a clear error from every accessor")
     CHECK(message_of<ValueError>([&] { (void)t.grad(); }) == "Tensor: undefined tensor; grad()" + tail);
     CHECK(message_of<ValueError>([&] { t.zero_grad(); }) == "Tensor: undefined tensor; zero_grad()" + tail);
     CHECK(message_of<ValueError>([&] { (void)t.detach(); }) == "Tensor: undefined tensor; detach()" + tail);
-    CHECK(message_of<ValueError>([&] { (void)t.tolist(); }) == "Tensor: undefined tensor; numel()" + tail);
+    CHECK(message_of<ValueError>([&] { (void)t.tolist(); }) == "Tensor: undefined tensor; tolist()" + tail);
+    CHECK(message_of<ValueError>([&] { (void)t.tolist<std::int64_t>(); }) == "Tensor: undefined tensor; tolist()" + tail);
+    CHECK(message_of<ValueError>([&] { t.set_grad(Tensor()); }) == "Tensor: undefined tensor; set_grad()" + tail);
     CHECK(message_of<ValueError>([&] { (void)t.at(0); }) == "Tensor: undefined tensor; numel()" + tail);
     CHECK(message_of<ValueError>([&] { (void)t.size(0); }) == "Tensor: undefined tensor; shape()" + tail);
     CHECK(message_of<ValueError>([&] { (void)t.is_leaf(); }) == "Tensor: undefined tensor; is_leaf()" + tail);

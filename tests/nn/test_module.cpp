@@ -74,9 +74,11 @@ TEST_CASE("dotted names through submodules, state_dict round trip, strict errors
         FAIL("expected ValueError");
     } catch (const ValueError& e) {
         CHECK(std::string(e.what()) ==
-              "MultiheadAttention.load_state_dict: error(s) in loading the state dict; size mismatch: "
-              "'in_proj_weight': expected (24, 8), got (3, 8); missing keys: 'in_proj_bias'; unexpected keys: "
-              "'extra.weight'");
+              "MultiheadAttention.load_state_dict: error(s) in loading the state dict:\n"
+              "  size mismatches (1):\n"
+              "    'in_proj_weight': expected (24, 8), got (3, 8)\n"
+              "  missing keys (1): 'in_proj_bias'\n"
+              "  unexpected keys (1): 'extra.weight'");
     }
     NamedTensors partial(sd.begin(), sd.begin() + 2);
     LoadResult r = b.load_state_dict(partial, false);

@@ -60,7 +60,7 @@ TEST_CASE("load_state_dict rejects an undefined tensor by name and leaves the mo
     for (auto& [name, t] : state)
         if (name == "weight") t = Tensor();
     CHECK(message_of<ValueError>([&] { lin.load_state_dict(state); }) ==
-          "Linear.load_state_dict: error(s) in loading the state dict; undefined tensors: 'weight'");
+          "Linear.load_state_dict: error(s) in loading the state dict:\n  undefined tensors (1): 'weight'");
     CHECK(lin.weight.tolist() == before);
 }
 
