@@ -14,7 +14,13 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 [ $# -ge 1 ] || { echo "usage: $0 BUILD_DIR [WORK_DIR]" >&2; exit 2; }
 build="$(cd "$1" && pwd)"
 if [ $# -ge 2 ]; then
-  work="$2"; rm -rf "$work"; mkdir -p "$work"; work="$(cd "$work" && pwd)"
+  work="$2"
+  # reuse a WORK_DIR of an earlier run (it has the marker), never wipe another directory
+  if [ -e "$work" ] && [ -n "$(ls -A "$work")" ]; then
+    [ -f "$work/.consumers-work" ] || { echo "consumers: $work is not empty and not a consumers WORK_DIR" >&2; exit 2; }
+    rm -rf "$work"
+  fi
+  mkdir -p "$work"; touch "$work/.consumers-work"; work="$(cd "$work" && pwd)"
 else
   work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 fi
