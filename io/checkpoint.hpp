@@ -53,7 +53,7 @@ std::string save_checkpoint_in(const std::string& dir, const nn::Module& model, 
                                const optim::LRScheduler* schedule, const TrainingState& state,
                                const CheckpointOptions& opts = {});
 
-/// The checkpoint with the highest step in dir (ckpt-<step>.safetensors), if any.
+/// The checkpoint with the highest step in dir (`ckpt-<step>.safetensors`), if any.
 std::optional<std::string> latest_checkpoint(const std::string& dir);
 
 }  // namespace spool::io

@@ -6,7 +6,9 @@
 #   --with-fuzz    also install clang and its fuzzer/sanitizer runtimes (scripts/fuzz.sh, CI)
 set -euo pipefail
 
-pkgs=(g++ meson ninja-build pkg-config cmake libxtensor-dev libxsimd-dev doctest-dev nlohmann-json3-dev
+# pkg-config and cmake: the consumer test (scripts/consumers.sh) and spool's CMake package;
+# doxygen: the API reference (ninja -C build docs, the test doxygen)
+pkgs=(g++ meson ninja-build pkg-config cmake doxygen libxtensor-dev libxsimd-dev doctest-dev nlohmann-json3-dev
       libgomp1 python3 libcli11-dev gnuplot-nox)
 for arg in "$@"; do
   case "$arg" in
