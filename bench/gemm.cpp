@@ -4,7 +4,8 @@
 // warm-up; spool and OpenBLAS are interleaved A B A B so their ratio shares the machine's noise.
 // The OpenBLAS half is built only with SPOOL_HAVE_OPENBLAS; "openblas_core" names the kernel set
 // OpenBLAS picked (Debian's 0.3.21 does not know this Xeon and picks Prescott unless
-// OPENBLAS_CORETYPE=SkylakeX). Flags: --quick (fewer shapes and samples, a smoke test).
+// OPENBLAS_CORETYPE=SkylakeX). "kernel" names spool's GEMM kernel (chosen at run time in a portable
+// build). Flags: --quick (fewer shapes and samples, a smoke test), --no-peer (spool only).
 // Not here: other dtypes, transposed operands (the tests cover those for correctness).
 
 #include <algorithm>
@@ -53,15 +54,20 @@ int main(int argc, char** argv)
         execv("/proc/self/exe", argv);  // returns only if it failed: then run as we are
     }
 #endif
-    bool quick = false;
+    bool quick = false, peer = true;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (std::strcmp(argv[i], "--no-peer") == 0) {
+            peer = false;
         } else {
-            std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--quick] [--no-peer]\n", argv[0]);
             return 2;
         }
     }
+#ifndef SPOOL_HAVE_OPENBLAS
+    peer = false;
+#endif
 
     std::vector<Shape> shapes;
     for (int64_t n : {128, 256, 512, 1024, 2048})
@@ -101,18 +107,23 @@ int main(int argc, char** argv)
                 const double g = sample(run_spool, calls, flops);
                 if (r >= warmup) ours.push_back(g);
 #ifdef SPOOL_HAVE_OPENBLAS
-                const double h = sample(run_openblas, calls, flops);
-                if (r >= warmup) theirs.push_back(h);
+                if (peer) {
+                    const double h = sample(run_openblas, calls, flops);
+                    if (r >= warmup) theirs.push_back(h);
+                }
 #endif
             }
             using spool::bench::stats_of;
             spool::bench::Json line("gemm");
             line.num("m", double(s.m)).num("k", double(s.k)).num("n", double(s.n)).num("threads", threads);
+            line.str("kernel", spool::kernels::gemm_kernel());
             line.stats("gflops", stats_of(ours));
 #ifdef SPOOL_HAVE_OPENBLAS
-            line.stats("openblas_gflops", stats_of(theirs));
-            line.num("ratio", stats_of(ours).median / stats_of(theirs).median);
-            line.str("openblas_core", openblas_get_corename());
+            if (peer) {
+                line.stats("openblas_gflops", stats_of(theirs));
+                line.num("ratio", stats_of(ours).median / stats_of(theirs).median);
+                line.str("openblas_core", openblas_get_corename());
+            }
 #endif
             line.print();
         }

@@ -6,7 +6,7 @@
 #include <thread>
 #include <vector>
 
-#include <xsimd/xsimd.hpp>
+#include "tensor/xsimd_include.hpp"
 
 #include "bench/bench_util.hpp"
 

@@ -23,19 +23,10 @@
 #include <type_traits>
 #include <utility>
 
-// GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_* (GCC bug 105593)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <xsimd/xsimd.hpp>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-#pragma GCC diagnostic pop
-
 #include "tensor/errors.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/threads.hpp"
+#include "tensor/xsimd_include.hpp"
 
 #ifndef SPOOL_GEMM_ARCH
 #error "compile gemm_arch.cpp with -DSPOOL_GEMM_ARCH=<namespace> (tensor/meson.build does)"

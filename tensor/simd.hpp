@@ -2,7 +2,7 @@
 // with a SIMD body and a tail, float/double dispatch, and the threading threshold.
 // Never included by public headers (xsimd is heavy to compile).
 #pragma once
-#include <xsimd/xsimd.hpp>
+#include "tensor/xsimd_include.hpp"
 
 #include <algorithm>
 #include <cstdint>

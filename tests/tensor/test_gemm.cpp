@@ -266,7 +266,7 @@ TEST_CASE("gemm kernels: each one this build runs on this CPU matches the refere
         k::set_gemm_kernel(name);
         CHECK(std::string(k::gemm_kernel()) == name);
         for (const Case& c : shapes) {
-            INFO("kernel " << name);
+            INFO("kernel " << std::string(name));
             check_gemm<float>(c, 0.75f, 0.0f, gen);
             check_gemm<double>(c, 0.75, 0.5, gen);
         }
