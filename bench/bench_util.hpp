@@ -93,7 +93,7 @@ inline const char* simd_kernel()
 #elif defined(__AVX512F__)
     return "avx512f";
 #elif defined(__AVX2__) && defined(__FMA__)
-    return "fma3<avx2>";
+    return "fma3+avx2";
 #elif defined(__AVX__)
     return "avx";
 #else

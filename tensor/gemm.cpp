@@ -47,7 +47,7 @@ bool names(const GemmTable& t, const char* name)
     if (std::strcmp(t.name, name) == 0) return true;
     const std::string n = t.name;
     if (std::strcmp(name, "avx512") == 0) return n.rfind("avx512", 0) == 0;
-    if (std::strcmp(name, "avx2") == 0) return n == "fma3<avx2>";
+    if (std::strcmp(name, "avx2") == 0) return n.find("avx2") != std::string::npos && n.rfind("avx512", 0) != 0;
     if (std::strcmp(name, "x86_64") == 0) return n == "sse2";
     return false;
 }

@@ -10,7 +10,7 @@
 namespace spool::kernels {
 
 /// The GEMM kernels this build runs on this CPU, best first, named by instruction set
-/// ("avx512bw", "fma3<avx2>", "sse2"). A -Dnative=true build has one (the build machine's); a
+/// ("avx512bw", "fma3+avx2", "sse2"). A -Dnative=true build has one (the build machine's); a
 /// portable build (-Dnative=false) chooses among its compilations by the CPU at run time.
 std::vector<const char*> gemm_kernels();
 /// The kernel in use: the first of gemm_kernels(), unless SPOOL_GEMM_KERNEL (a name above, or

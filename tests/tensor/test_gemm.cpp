@@ -271,6 +271,15 @@ TEST_CASE("gemm kernels: each one this build runs on this CPU matches the refere
             check_gemm<double>(c, 0.75, 0.5, gen);
         }
     }
+    // the short names SPOOL_GEMM_KERNEL also takes
+    for (const char* alias : {"avx512", "avx2", "x86_64"}) {
+        const std::string want = std::string(alias) == "avx512" ? "avx512bw"
+                                 : std::string(alias) == "avx2" ? "fma3+avx2"
+                                                                : "sse2";
+        if (std::find(kernels.begin(), kernels.end(), want) == kernels.end()) continue;  // not in this build
+        k::set_gemm_kernel(alias);
+        CHECK(std::string(k::gemm_kernel()) == want);
+    }
     k::set_gemm_kernel(before.c_str());
     std::string all;
     for (const char* name : kernels) all += (all.empty() ? "" : ", ") + std::string(name);
