@@ -18,6 +18,10 @@
 #include <string>
 #include <vector>
 
+#include <xtensor/xmath.hpp>
+#include <xtensor/xsort.hpp>
+
+#include "autograd/xtensor.hpp"
 #include "spool.hpp"
 #include "train/plot.hpp"
 
@@ -73,10 +77,11 @@ Measure measure(std::int64_t L, std::int64_t D, double scale, std::uint64_t seed
     // statistics of the forward pass (no tape is live: nothing is recorded)
     m.logit_std = std::sqrt(var(S).item());
     m.entropy = mean(-sum(A * log_softmax(S, -1), {-1})).item();  // log_softmax: no log(0)
-    Tensor row_max = max(A, -1);
-    m.max_weight = mean(row_max).item();
-    for (double w : row_max.tolist()) m.saturated += w > 0.99;
-    m.saturated /= static_cast<double>(L);
+    // the weights through an xtensor view of A's buffer (no copy): per-row max, its mean
+    // and the share of rows above 0.99
+    xt::xtensor<double, 1> row_max = xt::cast<double>(xt::amax(as_xtensor<float>(A), {1}));
+    m.max_weight = xt::mean(row_max)();
+    m.saturated = xt::mean(xt::cast<double>(row_max > 0.99))();
     if (weights_out) *weights_out = A.detach();
     return m;
 }

@@ -22,6 +22,9 @@
 #include <string>
 #include <vector>
 
+#include <xtensor/xsort.hpp>
+
+#include "autograd/xtensor.hpp"
 #include "spool.hpp"
 #include "train/plot.hpp"
 #include "train/progress.hpp"
@@ -325,11 +328,12 @@ int main(int argc, char** argv)
             // the untrained model: how often is its most likely next character the current one?
             auto [x0, y0] = random_batch(c.train, N, T, rng);
             model.eval();
-            const auto pred = argmax(model(x0), -1).tolist(), now = x0.tolist();
-            double same = 0;
-            for (std::size_t i = 0; i < pred.size(); ++i) same += pred[i] == now[i];
+            // on xtensor views of the logits [N, T, V] and the inputs [N, T] (no copies)
+            const Tensor logits = model(x0);
+            auto pred = xt::cast<std::int64_t>(xt::argmax(as_xtensor<float>(logits), 2));
+            const double same = xt::mean(xt::cast<double>(xt::equal(pred, as_xtensor<std::int64_t>(x0))))();
             std::printf("untrained: the most likely next character is the current one at %.1f%% of positions\n",
-                        100 * same / static_cast<double>(pred.size()));
+                        100 * same);
         }
         csv.set("step", 0);
         evaluate(0);

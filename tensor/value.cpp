@@ -85,8 +85,14 @@ Storage::Storage(std::size_t bytes) : bytes_(bytes)
     }
 }
 
+Storage::Storage(void* data, std::size_t bytes, std::shared_ptr<const void> owner)
+    : data_(data), bytes_(bytes), owner_(std::move(owner))
+{
+}
+
 Storage::~Storage()
 {
+    if (owner_) return;  // adopted memory: owner_ releases it
     int b = bucket_of(bytes_ == 0 ? 1 : bytes_);
     std::size_t cap = capacity_of(b);
     Cache& c = cache();
@@ -132,6 +138,18 @@ Value Value::empty(const Shape& shape, DType dt)
     v.shape_ = shape;
     v.dtype_ = dt;
     v.storage_ = std::make_shared<Storage>(bytes);
+    return v;
+}
+
+Value Value::over(std::shared_ptr<Storage> storage, const Shape& shape, DType dt)
+{
+    const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * itemsize(dt);
+    SPOOL_CHECK(storage && storage->bytes() >= bytes, ValueError, "Value: a ", dtype_name(dt), " tensor of shape ",
+                to_string(shape), " needs ", bytes, " bytes; the storage holds ", storage ? storage->bytes() : 0);
+    Value v;
+    v.shape_ = shape;
+    v.dtype_ = dt;
+    v.storage_ = std::move(storage);
     return v;
 }
 

@@ -12,12 +12,16 @@
 
 namespace spool {
 
-/// An aligned buffer returned to the allocator's cache on destruction.
+/// An aligned buffer returned to the allocator's cache on destruction, or memory adopted
+/// from elsewhere (an xt::xarray moved into a Tensor) that its owner keeps alive.
 class Storage {
 public:
     /// Largest buffer the allocator hands out (2^47 bytes, the x86-64 user address space).
     static constexpr std::size_t max_bytes = std::size_t{1} << 47;
     explicit Storage(std::size_t bytes);
+    /// Adopt `bytes` at `data`, kept alive by `owner` and released with it (never cached,
+    /// not counted by allocator_stats()). data needs only its element type's alignment.
+    Storage(void* data, std::size_t bytes, std::shared_ptr<const void> owner);
     ~Storage();
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;
@@ -32,6 +36,7 @@ private:
     void* data_;
     std::size_t bytes_;
     std::uint64_t version_ = 0;
+    std::shared_ptr<const void> owner_;  ///< set for adopted memory
 };
 
 /// Allocator statistics (bytes held by live storages and by the cache).
@@ -53,6 +58,8 @@ public:
     static Value empty(const Shape& shape, DType dt);
     static Value zeros(const Shape& shape, DType dt);
     static Value full(const Shape& shape, double v, DType dt);
+    /// A Value over an existing storage, which must hold shape.numel() elements of dt.
+    static Value over(std::shared_ptr<Storage> storage, const Shape& shape, DType dt);
 
     bool defined() const { return storage_ != nullptr; }
     const Shape& shape() const { return shape_; }

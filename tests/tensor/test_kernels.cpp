@@ -209,6 +209,46 @@ TEST_CASE("NaN propagates through relu, max, clamp and softmax")
     CHECK(k::all_finite(Value::full(Shape{9}, 1e300, f64)));
 }
 
+TEST_CASE("permute that moves the last dim (tiled) matches an element-by-element reference")
+{
+    // sizes around the 16-element tile: partial tiles, one tile, many
+    const std::vector<std::int64_t> sizes = {1, 7, 8, 9, 16, 17, 31, 33};
+    struct Case {
+        Shape shape;
+        std::vector<int> perm;
+    };
+    std::vector<Case> cases;
+    for (auto a : sizes)
+        for (auto b : {std::int64_t{1}, std::int64_t{9}, std::int64_t{33}}) {
+            cases.push_back({Shape{a, b}, {1, 0}});
+            cases.push_back({Shape{3, a, b}, {0, 2, 1}});
+            cases.push_back({Shape{a, 2, b}, {2, 1, 0}});
+            cases.push_back({Shape{2, a, 3, b}, {3, 0, 2, 1}});
+        }
+    cases.push_back({Shape{1000, 3}, {1, 0}});
+    cases.push_back({Shape{600, 700}, {1, 0}});  // large enough to be split between threads
+    for (DType dt : {f32, f64, i64, bool_})
+        for (const auto& c : cases) {
+            const std::int64_t n = c.shape.numel();
+            Value x = Value::empty(c.shape, dt);
+            for (std::int64_t i = 0; i < n; ++i) x.set(i, dt == bool_ ? (i * 7) % 3 == 0 : static_cast<double>(i));
+            Value y = k::permute(x, c.perm);
+            const int r = c.shape.rank();
+            const auto xs = c.shape.strides(), ys = y.shape().strides();
+            std::int64_t bad = 0, first_bad = -1;
+            for (std::int64_t o = 0; o < n; ++o) {
+                std::int64_t rest = o, src = 0;
+                for (int d = 0; d < r; ++d) {
+                    src += rest / ys[d] * xs[c.perm[static_cast<std::size_t>(d)]];
+                    rest %= ys[d];
+                }
+                if (y.at(o) != x.at(src) && bad++ == 0) first_bad = o;
+            }
+            INFO(dtype_name(dt), " ", to_string(c.shape), " first wrong output element ", first_bad);
+            CHECK(bad == 0);
+        }
+}
+
 TEST_CASE("layout kernels: permute, slice, concat, index_select, sum_to")
 {
     Value x = arange(24, {.dtype = f64}).value().view(Shape{2, 3, 4});
