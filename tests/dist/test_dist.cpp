@@ -298,6 +298,20 @@ TEST_CASE("no_sync accumulates locally; the next sync averages the accumulated g
             CHECK(got[i].grad().at(j) == doctest::Approx(want[i].grad().at(j) / world).epsilon(1e-12));
         }
     CHECK(same_on_all_ranks(lin.weight.grad()));
+
+    // two backward passes in one step without no_sync: the second is refused (its gradients are
+    // dropped), and the sync still averages the first
+    lin.zero_grad();
+    backward(lin, rows(x, me, 0), rows(y, me, 0));
+    const std::vector<double> first = lin.weight.grad().tolist();
+    CHECK_THROWS_WITH_AS(backward(lin, rows(x, me, 1), rows(y, me, 1)),
+                         doctest::Contains("received a second gradient before finish_gradient_sync()"), dist::DistError);
+    CHECK(lin.weight.grad().tolist() == first);
+    ddp.finish_gradient_sync();
+    ref->zero_grad();
+    for (int r = 0; r < world; ++r) backward(*ref, rows(x, r, 0), rows(y, r, 0));
+    for (std::int64_t j = 0; j < lin.weight.numel(); ++j)
+        CHECK(lin.weight.grad().at(j) == doctest::Approx(ref->weight.grad().at(j) / world).epsilon(1e-12));
 }
 
 namespace {
@@ -330,6 +344,7 @@ double ddp_matches_one_process(const OptOptions& opt_options, int steps, DType d
             losses::mse_loss(model(xs), ys).backward();
         }
         ddp.finish_gradient_sync();
+        CHECK(ddp.last_sync().buckets_in_backward > 0);  // started from the tape, during backward
         opt.step();
         opt.zero_grad();
         {
