@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <unordered_set>
 
 #include "tensor/kernels.hpp"
 
@@ -246,11 +247,11 @@ std::vector<std::pair<std::int32_t, std::shared_ptr<TensorImpl>>> Tape::hooked_l
 {
     std::vector<std::pair<std::int32_t, std::shared_ptr<TensorImpl>>> out;
     if (g_hook_count.load(std::memory_order_relaxed) == 0) return out;
+    std::unordered_set<const TensorImpl*> seen;
     for (std::int32_t i = 0; i < static_cast<std::int32_t>(nodes_.size()); ++i)
         for (const InputRef& in : nodes_[i].inputs) {
             if (!in.leaf || !in.leaf->ready_hooks || in.leaf->ready_hooks->hooks.empty()) continue;
-            const bool seen = std::any_of(out.begin(), out.end(), [&](const auto& e) { return e.second == in.leaf; });
-            if (!seen) out.emplace_back(i, in.leaf);
+            if (seen.insert(in.leaf.get()).second) out.emplace_back(i, in.leaf);
         }
     std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
     return out;
