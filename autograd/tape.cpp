@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <unordered_set>
 
 #include "tensor/kernels.hpp"
 
@@ -14,6 +15,8 @@ thread_local std::vector<Tape*> t_stack;    // the live tapes of this thread, ol
 thread_local int t_nograd = 0;
 std::atomic<std::uint64_t> g_next_tape_id{1};
 std::atomic<bool> g_anomaly{false};
+std::atomic<std::uint64_t> g_next_hook_id{1};
+std::atomic<std::int64_t> g_hook_count{0};  // registered grad-ready hooks: none, no scan in backward
 
 void check_finite(const Value& v, const char* what, OpKind kind)
 {
@@ -237,9 +240,28 @@ void Tape::run_backward(const Tensor& root, Value seed)
     }
 }
 
+/// The leaves with grad-ready hooks, each with the node after whose backward its gradient is
+/// complete: the first node that uses it (backward walks the nodes in reverse). Sorted by
+/// that node, last first.
+std::vector<std::pair<std::int32_t, std::shared_ptr<TensorImpl>>> Tape::hooked_leaves() const
+{
+    std::vector<std::pair<std::int32_t, std::shared_ptr<TensorImpl>>> out;
+    if (g_hook_count.load(std::memory_order_relaxed) == 0) return out;
+    std::unordered_set<const TensorImpl*> seen;
+    for (std::int32_t i = 0; i < static_cast<std::int32_t>(nodes_.size()); ++i)
+        for (const InputRef& in : nodes_[i].inputs) {
+            if (!in.leaf || !in.leaf->ready_hooks || in.leaf->ready_hooks->hooks.empty()) continue;
+            if (seen.insert(in.leaf.get()).second) out.emplace_back(i, in.leaf);
+        }
+    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    return out;
+}
+
 void Tape::backprop(std::vector<std::shared_ptr<TensorImpl>>& staged)
 {
     const bool anomaly = g_anomaly;
+    const auto hooked = hooked_leaves();
+    std::size_t next_hooked = 0;
     for (std::int32_t i = static_cast<std::int32_t>(nodes_.size()) - 1; i >= 0; --i) {
         Node& nd = nodes_[i];
         bool any = false;
@@ -272,7 +294,39 @@ void Tape::backprop(std::vector<std::shared_ptr<TensorImpl>>& staged)
         nd.inputs.clear();
         for (int s = 0; s < nd.n_saved; ++s) saved_[nd.saved_begin + s].storage.reset();
         nd.n_saved = 0;
+        // leaves whose last contribution was this node's: their gradient for this pass is complete
+        for (; next_hooked < hooked.size() && hooked[next_hooked].first == i; ++next_hooked) {
+            TensorImpl& leaf = *hooked[next_hooked].second;
+            if (!leaf.staged_grad.defined()) continue;
+            const auto hooks = leaf.ready_hooks->hooks;  // a copy: a hook may remove itself
+            for (const auto& [id, hook] : hooks) hook(leaf.staged_grad);
+        }
     }
+}
+
+// ---- gradient-ready hooks ------------------------------------------------------------------
+
+std::uint64_t add_grad_ready_hook(const Tensor& t, GradReadyHook hook)
+{
+    SPOOL_CHECK(t.requires_grad() && t.impl()->node < 0, AutogradError,
+                "add_grad_ready_hook: the tensor must be a leaf that requires grad (a parameter)");
+    SPOOL_CHECK(hook != nullptr, ValueError, "add_grad_ready_hook: the hook is empty");
+    auto& hooks = t.impl()->ready_hooks;
+    if (!hooks) hooks = std::make_shared<GradReadyHooks>();
+    const std::uint64_t id = g_next_hook_id++;
+    hooks->hooks.emplace_back(id, std::move(hook));
+    ++g_hook_count;
+    return id;
+}
+
+void remove_grad_ready_hook(const Tensor& t, std::uint64_t id)
+{
+    if (!t.defined() || !t.impl()->ready_hooks) return;
+    auto& hooks = t.impl()->ready_hooks->hooks;
+    const auto it = std::find_if(hooks.begin(), hooks.end(), [&](const auto& h) { return h.first == id; });
+    if (it == hooks.end()) return;
+    hooks.erase(it);
+    --g_hook_count;
 }
 
 // ---- recording -------------------------------------------------------------------------------

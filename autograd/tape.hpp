@@ -98,11 +98,30 @@ public:
 private:
     void run_backward(const Tensor& root, Value seed);
     void backprop(std::vector<std::shared_ptr<TensorImpl>>& staged);
+    std::vector<std::pair<std::int32_t, std::shared_ptr<TensorImpl>>> hooked_leaves() const;
     std::vector<Node> nodes_;
     std::vector<SavedVersion> saved_;
     std::uint64_t id_;
     bool done_ = false;
 };
+
+// ---- gradient-ready hooks ---------------------------------------------------------------
+
+/// Called during backward as soon as this pass's gradient for a leaf is complete — every op
+/// that used the leaf has run its backward — with that pass's sum, which is not yet in the
+/// leaf's grad(): backward adds every leaf's sum at its end, and only if the whole pass
+/// succeeds. So work can start on a gradient while backward goes on (DDP's all-reduce). Not
+/// called for a leaf that no gradient reached. A hook that throws aborts the backward.
+using GradReadyHook = std::function<void(const Value& pass_grad)>;
+
+struct GradReadyHooks {
+    std::vector<std::pair<std::uint64_t, GradReadyHook>> hooks;
+};
+
+/// Register hook on the leaf t (a tensor that requires grad); returns its id.
+std::uint64_t add_grad_ready_hook(const Tensor& t, GradReadyHook hook);
+/// Remove the hook with this id from t (no effect if it is not there).
+void remove_grad_ready_hook(const Tensor& t, std::uint64_t id);
 
 /// Pauses recording on this thread while it lives.
 class NoGrad {

@@ -18,6 +18,8 @@ template <class T>
 concept Element = std::same_as<T, float> || std::same_as<T, double> || std::same_as<T, std::int64_t> ||
                   std::same_as<T, bool>;
 
+struct GradReadyHooks;  // autograd/tape.hpp
+
 struct TensorImpl {
     Value value;
     Value grad;                   ///< leaves only: accumulated by backward until zero_grad
@@ -26,6 +28,7 @@ struct TensorImpl {
     std::uint64_t tape_id = 0;    ///< the tape whose node produced this tensor (0: a leaf)
     std::int32_t node = -1;       ///< index of that node on its tape
     std::int32_t output = 0;      ///< which output of the node
+    std::shared_ptr<GradReadyHooks> ready_hooks;  ///< leaves only: add_grad_ready_hook (tape.hpp)
 };
 
 class Tensor {

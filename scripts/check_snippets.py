@@ -3,7 +3,9 @@
 documented snippet can rot. Usage: scripts/check_snippets.py BUILD_DIR [--cxx CMD] [--jobs N]
 
 A block that contains `int main` is a program: compiled and linked against BUILD_DIR's
-static libraries (train if built, then io optim nn losses autograd tensor, -fopenmp).
+static libraries (train and dist if built, then io optim nn losses autograd tensor, -fopenmp;
+with dist also MPI's link flags, from `mpicxx --showme:link`). A program that includes a
+dist/ header is skipped when the build has no dist (MPI not found).
 README.md's first program is also run and must exit 0. Any other block is a fragment,
 checked with -fsyntax-only after `#include "spool.hpp"` and `using namespace spool;`,
 first at namespace scope and, if that fails, inside a function body (the fragment's own
@@ -36,8 +38,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-LIB_ORDER = ["train", "io", "optim", "nn", "losses", "autograd", "tensor"]  # link order
-OPTIONAL_LIBS = {"train"}  # linked when the build has it
+LIB_ORDER = ["train", "dist", "io", "optim", "nn", "losses", "autograd", "tensor"]  # link order
+OPTIONAL_LIBS = {"train", "dist"}  # linked when the build has them
 FENCE = re.compile(r"^(\s*)(`{3,})\s*([\w+-]*)\s*$")
 PRELUDE = re.compile(r"<!--\s*snippet-prelude:(.*?)-->", re.S)
 RUN_MARK = re.compile(r"^\s*<!--\s*snippet-run\s*-->\s*$")
@@ -148,6 +150,21 @@ def libraries(build):
     return libs, missing
 
 
+def mpi_link_flags():
+    """What linking spool_dist needs beyond it: Open MPI's libraries."""
+    try:
+        p = subprocess.run(["mpicxx", "--showme:link"], capture_output=True, text=True, timeout=60)
+        if p.returncode == 0 and p.stdout.strip():
+            return shlex.split(p.stdout)
+    except OSError:
+        pass
+    return ["-lmpi"]
+
+
+def uses_dist(block):
+    return any(re.search(r'#\s*include\s*[<"]dist/', l) for l in block.code + block.prelude)
+
+
 def line_directive(n, path):
     return f'#line {n} "{path}"'
 
@@ -246,6 +263,9 @@ def main():
         return 2
     cxx = shlex.split(args.cxx)
     flags, link_args = build_flags(build)
+    has_dist = any(Path(l).name == "libspool_dist.a" for l in libs)
+    if has_dist:
+        link_args = link_args + mpi_link_flags()
 
     blocks = [b for f in markdown_files() for b in extract(f)]
     readme_programs = [b for b in blocks if b.path == "README.md" and b.is_program and b.lang == "cpp"]
@@ -255,7 +275,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="spool-snippets-") as tmp, \
             concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(2, args.jobs))) as pool:
         workdir = Path(tmp)
-        work = lambda ib: None if ib[1].lang != "cpp" else check(ib[1], ib[0], cxx, flags, libs, link_args, workdir)
+        skip = lambda b: b.lang != "cpp" or (b.is_program and uses_dist(b) and not has_dist)
+        work = lambda ib: None if skip(ib[1]) else check(ib[1], ib[0], cxx, flags, libs, link_args, workdir)
         for b, result in zip(blocks, pool.map(work, enumerate(blocks))):  # in document order
             kind = "program" if b.is_program else "fragment"
             if result is None:

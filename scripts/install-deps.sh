@@ -7,9 +7,10 @@
 set -euo pipefail
 
 # pkg-config and cmake: the consumer test (scripts/consumers.sh) and spool's CMake package;
-# doxygen: the API reference (ninja -C build docs, the test doxygen)
+# doxygen: the API reference (ninja -C build docs, the test doxygen); libopenmpi-dev and
+# openmpi-bin (mpirun): dist/, data-parallel training, and its test test_dist
 pkgs=(g++ meson ninja-build pkg-config cmake doxygen libxtensor-dev libxsimd-dev doctest-dev nlohmann-json3-dev
-      libgomp1 python3 libcli11-dev gnuplot-nox)
+      libgomp1 python3 libcli11-dev gnuplot-nox libopenmpi-dev openmpi-bin)
 for arg in "$@"; do
   case "$arg" in
     --with-peers) pkgs+=(libopenblas-dev libtorch-dev) ;;

@@ -26,6 +26,11 @@ inline constexpr Tolerance parity_f64{.rtol = 1e-12, .atol = 1e-14};
 /// few-ulp differences compound through up to 2+2 layers and their backward.
 inline constexpr Tolerance nn_parity_f32{.rtol = 1e-4, .atol = 1e-5};
 
+/// Data-parallel training against one process on the whole batch (tests/dist), float32: the
+/// two sum a batch's gradient in a different order (two halves, then their average), which
+/// the optimizer steps carry into the parameters.
+inline constexpr Tolerance ddp_f32{.rtol = 1e-5, .atol = 1e-6};
+
 /// The parity tolerance for values of dtype dt (float32 or float64).
 constexpr Tolerance parity_tolerance(DType dt) { return dt == DType::f64 ? parity_f64 : parity_f32; }
 

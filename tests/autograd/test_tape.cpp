@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "spool.hpp"
@@ -204,4 +205,53 @@ TEST_CASE("two leaves never share one gradient buffer")
     CHECK_FALSE(a.grad().value().shares_storage(b.grad().value()));
     CHECK(a.grad().tolist() == std::vector<double>{3, 3, 3});
     CHECK(b.grad().tolist() == std::vector<double>{3, 3, 3});
+}
+
+TEST_CASE("a gradient-ready hook fires once per leaf, when its last contribution is in, before commit")
+{
+    // x is used by the first op and by the last; w only by the last: backward completes w's
+    // gradient first, x's only after the first op's backward
+    Tensor x = from_vector(std::vector<double>{1, 2}, {2}, {.requires_grad = true});
+    Tensor w = from_vector(std::vector<double>{5, 7}, {2}, {.requires_grad = true});
+    Tensor unused = from_vector(std::vector<double>{0}, {1}, {.requires_grad = true});
+    std::vector<std::string> order;
+    std::vector<double> x_seen;
+    bool x_grad_defined_then = true;
+    const auto hx = add_grad_ready_hook(x, [&](const Value& g) {
+        order.push_back("x");
+        x_seen = {g.at(0), g.at(1)};
+        x_grad_defined_then = x.grad().defined();
+    });
+    const auto hw = add_grad_ready_hook(w, [&](const Value&) { order.push_back("w"); });
+    const auto hu = add_grad_ready_hook(unused, [&](const Value&) { order.push_back("unused"); });
+    {
+        Tape tape;
+        Tensor y = x * 3.0;         // dx += 3 · dy
+        Tensor l = sum(y * w + x);  // dy = w, dx += 1, dw = y
+        tape.backward(l);
+    }
+    CHECK(order == std::vector<std::string>{"w", "x"});  // unused got no gradient: no call
+    CHECK(x_seen == std::vector<double>{16, 22});        // both contributions: 3 · w + 1
+    CHECK_FALSE(x_grad_defined_then);                    // committed only after the pass
+    CHECK(x.grad().tolist() == x_seen);
+
+    // removed hooks stay quiet; a hook that throws aborts backward and leaves grads unchanged
+    remove_grad_ready_hook(x, hx);
+    remove_grad_ready_hook(w, hw);
+    const auto hthrow = add_grad_ready_hook(w, [](const Value&) { throw ValueError("hook failed"); });
+    order.clear();
+    {
+        Tape tape;
+        Tensor l = sum(x * w);
+        CHECK_THROWS_WITH_AS(tape.backward(l), "hook failed", ValueError);
+    }
+    CHECK(order.empty());
+    CHECK(x.grad().tolist() == x_seen);
+    CHECK(w.grad().tolist() == std::vector<double>{3, 6});
+    Tensor y = x * 2.0;
+    CHECK_THROWS_WITH_AS(add_grad_ready_hook(y, [](const Value&) {}),
+                         "add_grad_ready_hook: the tensor must be a leaf that requires grad (a parameter)",
+                         AutogradError);
+    remove_grad_ready_hook(unused, hu);
+    remove_grad_ready_hook(w, hthrow);
 }
