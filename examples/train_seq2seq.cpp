@@ -5,6 +5,7 @@
 //   build/examples/train_seq2seq                      # defaults: ≥ 99% exact match in a few minutes
 //   build/examples/train_seq2seq --help               # every option
 //   build/examples/train_seq2seq --loss cross_entropy label_smoothing=0.1 --align-weight 0.5
+//   mpirun -np 2 build/examples/train_seq2seq --distributed --threads 1   # data-parallel (MPI)
 //
 // Writes a run directory (--out, default runs/<task>): config.json, metrics.csv, plots
 // (loss, lr, accuracy, attention heatmap) and index.html that shows them on one page.
@@ -13,11 +14,16 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 
 #include "spool.hpp"
 #include "train/progress.hpp"
 #include "train/seq2seq.hpp"
 #include "tutorial_util.hpp"
+#ifdef SPOOL_HAVE_DIST
+#include "dist/ddp.hpp"
+#endif
 
 using namespace spool;
 
@@ -31,8 +37,16 @@ struct Cli {
     std::int64_t save_every = 0;
     std::string resume;
     double target = 0.99;
-    bool smoke = false, plots = true, anomaly = false, require_target = false;
+    bool smoke = false, plots = true, anomaly = false, require_target = false, distributed = false;
 };
+
+// Started by mpirun (or another MPI launcher) with more than one process?
+bool launched_by_mpi()
+{
+    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
+        if (const char* s = std::getenv(v); s && std::atoi(s) > 1) return true;
+    return false;
+}
 
 nlohmann::json config_json(const Cli& a)
 {
@@ -83,6 +97,9 @@ int main(int argc, char** argv)
     app.add_flag("--anomaly", a.anomaly, "anomaly mode: name the op whose output is NaN or whose gradient is NaN/Inf");
     app.add_flag("--require-target", a.require_target, "exit with status 3 when the target is not reached (tests)");
     app.add_flag("--smoke", a.smoke, "a few steps with a tiny model (tests)");
+    app.add_flag("--distributed", a.distributed,
+                 "data-parallel over MPI: run under mpirun -np N; each rank trains on its part of every batch "
+                 "(on by itself when mpirun starts more than one process)");
     CLI11_PARSE(app, argc, argv);
 
     if (a.smoke) train::shrink_for_smoke(c);
@@ -92,12 +109,40 @@ int main(int argc, char** argv)
     c.loss_args.assign(a.loss.begin() + 1, a.loss.end());
     if (a.out.empty()) a.out = "runs/" + c.task;
 
+    a.distributed = a.distributed || launched_by_mpi();
     try {
         train::Seq2SeqTrainer trainer(c);
-        std::printf("spool train_seq2seq: task '%s', %lld parameters, %d threads, run directory %s\n", c.task.c_str(),
-                    static_cast<long long>(trainer.model().num_parameters()), get_num_threads(), a.out.c_str());
-        const auto sum = train::run(trainer, {.out_dir = a.out, .config_json = config_json(a).dump(2), .plots = a.plots,
+        int rank = 0, world = 1;
+#ifdef SPOOL_HAVE_DIST
+        std::unique_ptr<dist::DistributedDataParallel> ddp;
+        if (a.distributed) {
+            dist::init(&argc, &argv);
+            rank = dist::rank();
+            world = dist::world_size();
+            ddp = std::make_unique<dist::DistributedDataParallel>(trainer.model());  // rank 0's weights everywhere
+            trainer.set_data_parallel({.rank = rank, .world = world,
+                                       .sync_gradients = [&] { ddp->finish_gradient_sync(); },
+                                       .sum = [](double v) {
+                                           Tensor t = full({1}, v, {.dtype = DType::f64});
+                                           dist::all_reduce(t);
+                                           return t.item();
+                                       },
+                                       .barrier = [] { dist::barrier(); }});
+        }
+#else
+        if (a.distributed)
+            throw std::runtime_error("--distributed: this build has no spool_dist (Open MPI was not found when it "
+                                     "was configured; see docs/distributed.md)");
+#endif
+        if (rank == 0)
+            std::printf("spool train_seq2seq: task '%s', %lld parameters, %d threads%s, run directory %s\n",
+                        c.task.c_str(), static_cast<long long>(trainer.model().num_parameters()), get_num_threads(),
+                        world > 1 ? (" per rank x " + std::to_string(world) + " ranks").c_str() : "", a.out.c_str());
+        auto json = config_json(a);
+        json["ranks"] = world;
+        const auto sum = train::run(trainer, {.out_dir = a.out, .config_json = json.dump(2), .plots = a.plots,
                                               .target = a.target, .save_every = a.save_every, .resume = a.resume});
+        if (rank != 0) return 0;  // rank 0 reports (and alone evaluated)
         std::printf("done: %lld steps in %s; held-out exact match %.1f%%, token accuracy %.2f%%\n",
                     static_cast<long long>(trainer.steps_done()), train::format_duration(sum.seconds).c_str(),
                     100 * sum.last.exact, 100 * sum.last.token_acc);

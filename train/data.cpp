@@ -2,6 +2,8 @@
 #include "train/data.hpp"
 
 #include <algorithm>
+#include <numeric>
+#include <random>
 
 #include "tensor/errors.hpp"
 
@@ -93,6 +95,47 @@ Batch make_batch(const std::vector<Example>& examples, const CharVocab& vocab)
     if (aligned) b.align = from_vector(align, {N, T});
     b.tokens = tokens;
     return b;
+}
+
+RowRange shard_rows(std::int64_t n, int rank, int world)
+{
+    SPOOL_CHECK(world >= 1 && rank >= 0 && rank < world && n >= 0, ValueError, "shard_rows: rank ", rank,
+                " of world ", world, " over ", n, " rows: need 0 <= rank < world and n >= 0");
+    const std::int64_t base = n / world, extra = n % world, r = rank;
+    const std::int64_t begin = r * base + std::min(r, extra);
+    return {begin, begin + base + (r < extra ? 1 : 0)};
+}
+
+DistributedSampler::DistributedSampler(std::int64_t size, DistributedSamplerOptions o) : size_(size), o_(o)
+{
+    SPOOL_CHECK(o.world >= 1 && o.rank >= 0 && o.rank < o.world, ValueError, "DistributedSampler: rank ", o.rank,
+                " of world ", o.world, ": need 0 <= rank < world");
+    SPOOL_CHECK(size >= 0, ValueError, "DistributedSampler: size must be >= 0; got ", size);
+    SPOOL_CHECK(!o.drop_last || size >= o.world, ValueError, "DistributedSampler: drop_last with ", size,
+                " examples over ", o.world, " ranks leaves none for some rank");
+    // drop_last drops the tail that does not fill a round of world; otherwise pad to one
+    num_samples_ = o.drop_last && size % o.world != 0 ? (size - o.world + o.world - 1) / o.world
+                                                       : (size + o.world - 1) / o.world;
+}
+
+std::vector<std::int64_t> DistributedSampler::indices() const
+{
+    std::vector<std::int64_t> order(static_cast<std::size_t>(size_));
+    std::iota(order.begin(), order.end(), std::int64_t{0});
+    if (o_.shuffle) {
+        // Fisher–Yates with an exact, platform-independent draw in [0, i]
+        std::mt19937_64 gen(o_.seed + static_cast<std::uint64_t>(epoch_));
+        for (std::size_t i = order.size(); i > 1; --i) {
+            const auto j = static_cast<std::size_t>((static_cast<unsigned __int128>(gen()) * i) >> 64);
+            std::swap(order[i - 1], order[j]);
+        }
+    }
+    const std::int64_t total = num_samples_ * o_.world;
+    std::vector<std::int64_t> mine;
+    mine.reserve(static_cast<std::size_t>(num_samples_));
+    // position p of the padded (or cut) order is order[p % size]: padding repeats from the start
+    for (std::int64_t p = o_.rank; p < total; p += o_.world) mine.push_back(order[static_cast<std::size_t>(p % size_)]);
+    return mine;
 }
 
 }  // namespace spool::train

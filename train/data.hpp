@@ -53,4 +53,40 @@ struct Batch {
 /// Pads and shifts a batch of pairs (see Batch).
 Batch make_batch(const std::vector<Example>& examples, const CharVocab& vocab);
 
+/// Rows [begin, end) of n that rank `rank` of `world` takes: contiguous, as even as can be
+/// (the first n % world ranks one row more). Disjoint over the ranks and covering all n.
+struct RowRange {
+    std::int64_t begin = 0, end = 0;
+};
+RowRange shard_rows(std::int64_t n, int rank, int world);
+
+/// Each rank's part of a dataset of `size` examples, epoch by epoch, as PyTorch's
+/// DistributedSampler: the epoch's order (a permutation seeded by seed + epoch, or 0..size-1
+/// without shuffle) is made a multiple of world by repeating its first indices (or, with
+/// drop_last, by dropping its tail), and rank r takes positions r, r + world, r + 2·world, …
+/// So the ranks' parts are disjoint (but for the repeated padding) and equally long, and
+/// every rank computes its part alone, with no communication. Needs no MPI.
+struct DistributedSamplerOptions {
+    int world = 1, rank = 0;
+    bool shuffle = true;
+    std::uint64_t seed = 0;
+    bool drop_last = false;
+};
+
+class DistributedSampler {
+public:
+    DistributedSampler(std::int64_t size, DistributedSamplerOptions options);
+    /// The epoch whose order indices() gives (call at the start of every epoch).
+    void set_epoch(std::int64_t epoch) { epoch_ = epoch; }
+    std::int64_t epoch() const { return epoch_; }
+    /// This rank's dataset indices for the current epoch, in order.
+    std::vector<std::int64_t> indices() const;
+    /// How many indices each rank gets per epoch.
+    std::int64_t num_samples() const { return num_samples_; }
+
+private:
+    std::int64_t size_, num_samples_, epoch_ = 0;
+    DistributedSamplerOptions o_;
+};
+
 }  // namespace spool::train

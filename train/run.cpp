@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "io/checkpoint.hpp"
 #include "tensor/errors.hpp"
@@ -52,18 +53,22 @@ std::string checkpoint_dir(const std::string& out_dir) { return out_dir + "/chec
 RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& o)
 {
     SPOOL_CHECK(!o.out_dir.empty(), ValueError, "train::run: out_dir is empty");
-    std::filesystem::create_directories(o.out_dir);
-    {
+    const DataParallel& dp = trainer.data_parallel();
+    const bool primary = dp.rank == 0;  // data-parallel: rank 0 alone prints, evaluates and writes
+    if (primary) {
+        std::filesystem::create_directories(o.out_dir);
         std::ofstream f(o.out_dir + "/config.json");
         f << o.config_json << "\n";
         SPOOL_CHECK(f.good(), IoError, "train::run: cannot write '", o.out_dir, "/config.json'");
     }
     const auto& c = trainer.config();
     const std::string metrics = o.out_dir + "/metrics.csv";
-    std::FILE* out = o.quiet ? nullptr : stdout;
-    Progress progress({.total_steps = c.steps, .live = !o.quiet && stdout_is_terminal(), .out = out});
+    const bool quiet = o.quiet || !primary;
+    std::FILE* out = quiet ? nullptr : stdout;
+    Progress progress({.total_steps = c.steps, .live = !quiet && stdout_is_terminal(), .out = out});
     auto say = [&](const std::string& line) { progress.message(line); };  // quiet: prints nothing
     auto save = [&] {
+        if (!primary) return;
         const std::string path =
             io::save_checkpoint_in(checkpoint_dir(o.out_dir), trainer.model(), &trainer.optimizer(), &trainer.schedule(),
                                    {.step = trainer.steps_done(), .epoch = trainer.epoch(), .user = o.config_json},
@@ -83,35 +88,44 @@ RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& o)
         const io::TrainingState st =
             io::load_checkpoint(path, trainer.model(), &trainer.optimizer(), &trainer.schedule());
         trainer.set_steps_done(st.step);
-        truncate_metrics(metrics, st.step);
+        trainer.split_rng_by_rank();  // the file holds rank 0's generator state
+        if (primary) truncate_metrics(metrics, st.step);
         resumed = true;
         say("resumed from " + path + " at step " + std::to_string(st.step));
     }
-    CsvWriter csv(metrics,
-                  {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "eval_nll", "eval_token_acc", "eval_exact",
-                   "eval_ece"},
-                  resumed && std::filesystem::exists(metrics));
+    // every rank has read the checkpoint before rank 0 writes the next one (keep_last deletes old ones)
+    if (dp.world > 1) dp.barrier();
+    std::optional<CsvWriter> csv_file;
+    if (primary)
+        csv_file.emplace(metrics,
+                         std::vector<std::string>{"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "eval_nll",
+                                                  "eval_token_acc", "eval_exact", "eval_ece"},
+                         resumed && std::filesystem::exists(metrics));
+    CsvWriter* csv = csv_file ? &*csv_file : nullptr;
+    auto put = [&](const char* column, double v) {
+        if (csv) csv->set(column, v);
+    };
     RunSummary sum;
     while (trainer.steps_done() < c.steps) {
         const StepRecord r = trainer.step();
         progress.update(r.step, r.epoch, r.loss, r.lr, r.tokens);  // quiet runs still measure tokens/s
-        csv.set("step", static_cast<double>(r.step));
-        csv.set("epoch", static_cast<double>(r.epoch));
-        csv.set("loss", r.loss);
-        csv.set("lr", r.lr);
-        csv.set("grad_norm", r.grad_norm);
-        csv.set("tokens_per_s", progress.tokens_per_second());
+        put("step", static_cast<double>(r.step));
+        put("epoch", static_cast<double>(r.epoch));
+        put("loss", r.loss);
+        put("lr", r.lr);
+        put("grad_norm", r.grad_norm);
+        put("tokens_per_s", progress.tokens_per_second());
         if (r.skipped) {
             ++sum.skipped_steps;
             say("step " + std::to_string(r.step) + ": " + trainer.optimizer().last_skip()->message);
         }
         if (!std::isfinite(r.loss)) sum.diverged = true;
-        if (r.step % c.eval_every == 0 || r.step == c.steps) {
+        if (primary && (r.step % c.eval_every == 0 || r.step == c.steps)) {
             EvalResult e = trainer.evaluate();
-            csv.set("eval_nll", e.nll);
-            csv.set("eval_token_acc", e.token_acc);
-            csv.set("eval_exact", e.exact);
-            csv.set("eval_ece", e.ece);
+            put("eval_nll", e.nll);
+            put("eval_token_acc", e.token_acc);
+            put("eval_exact", e.exact);
+            put("eval_ece", e.ece);
             char buf[256];
             std::snprintf(buf, sizeof buf,
                           "eval @ step %lld: held-out exact match %.1f%%, token accuracy %.2f%%, NLL %.4f, ECE %.4f",
@@ -128,13 +142,14 @@ RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& o)
             e.samples.clear();
             sum.evals.push_back(std::move(e));
         }
-        csv.commit();
+        if (csv) csv->commit();
         if (o.save_every > 0 && r.step % o.save_every == 0 && r.step != c.steps) save();
     }
     save();
     progress.finish();
     sum.seconds = progress.elapsed_seconds();
-    write_run_report(o.out_dir, o.config_json, trainer, sum, o.plots);
+    if (primary) write_run_report(o.out_dir, o.config_json, trainer, sum, o.plots);
+    if (dp.world > 1) dp.barrier();  // the files are complete when run() returns on any rank
     return sum;
 }
 

@@ -80,16 +80,27 @@ Batch training_batch(const Task& task, std::uint64_t seed, std::int64_t step, st
                       task.vocab());
 }
 
-// The batch of step k from a fixed training set: batch_size pairs drawn with replacement.
-Batch pool_batch(const std::vector<Example>& pool, const CharVocab& vocab, std::uint64_t seed, std::int64_t step,
-                 std::int64_t batch_size)
+namespace {
+// The pairs of step k from a fixed training set: batch_size pairs drawn with replacement.
+std::vector<Example> pool_examples(const std::vector<Example>& pool, std::uint64_t seed, std::int64_t step,
+                                   std::int64_t batch_size)
 {
     std::mt19937_64 rng(step_seed(seed, step));
     std::uniform_int_distribution<std::size_t> pick(0, pool.size() - 1);
     std::vector<Example> part;
     for (std::int64_t i = 0; i < batch_size; ++i) part.push_back(pool[pick(rng)]);
-    return make_batch(part, vocab);
+    return part;
 }
+
+// non-padding target tokens of pairs [begin, end): what make_batch counts, without the tensors
+std::int64_t target_tokens(const std::vector<Example>& ex, std::int64_t begin, std::int64_t end, const CharVocab& vocab)
+{
+    std::int64_t n = 0;
+    for (std::int64_t i = begin; i < end; ++i)
+        n += static_cast<std::int64_t>(vocab.encode(ex[static_cast<std::size_t>(i)].tgt).size()) + 1;  // + EOS
+    return n;
+}
+}  // namespace
 
 struct Seq2SeqTrainer::State {
     std::shared_ptr<nn::Seq2SeqTransformer> model;
@@ -152,15 +163,49 @@ optim::Optimizer& Seq2SeqTrainer::optimizer() { return *s_->opt; }
 optim::LRScheduler& Seq2SeqTrainer::schedule() { return *s_->sched; }
 double Seq2SeqTrainer::lr() const { return s_->opt->lr(0); }
 
+void Seq2SeqTrainer::set_data_parallel(DataParallel dp)
+{
+    SPOOL_CHECK(dp.world >= 1 && dp.rank >= 0 && dp.rank < dp.world, ValueError,
+                "Seq2SeqTrainer::set_data_parallel: rank ", dp.rank, " of world ", dp.world,
+                ": need 0 <= rank < world");
+    SPOOL_CHECK(dp.world == 1 || (dp.sync_gradients && dp.sum && dp.barrier), ValueError,
+                "Seq2SeqTrainer::set_data_parallel: world ", dp.world, " needs sync_gradients, sum and barrier");
+    SPOOL_CHECK(dp.world <= config_.batch_size, ValueError, "Seq2SeqTrainer::set_data_parallel: batch_size ",
+                config_.batch_size, " is smaller than the ", dp.world, " ranks: every rank needs a row");
+    dp_ = std::move(dp);
+    split_rng_by_rank();
+}
+
+void Seq2SeqTrainer::split_rng_by_rank()
+{
+    if (dp_.rank == 0) return;  // rank 0 keeps the stream a single process would draw
+    const RngState st = get_rng_state();
+    set_rng_state({mix64(st.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(dp_.rank))), st.offset});
+}
+
 StepRecord Seq2SeqTrainer::step()
 {
     StepRecord r;
     r.step = ++step_;
     r.epoch = epoch();
     r.lr = s_->opt->lr(0);
-    Batch b = s_->pool.empty() ? training_batch(*task_, config_.seed, step_, config_.batch_size)
-                               : pool_batch(s_->pool, task_->vocab(), config_.seed, step_, config_.batch_size);
-    r.tokens = b.tokens;
+    std::vector<Example> pairs = s_->pool.empty()
+                                     ? sample_set(*task_, config_.batch_size, step_seed(config_.seed, step_), Split::train)
+                                     : pool_examples(s_->pool, config_.seed, step_, config_.batch_size);
+    // data-parallel: this rank's rows, its loss weighted so that the ranks' average is the whole batch's
+    double weight = 1;
+    if (dp_.world > 1) {
+        const RowRange rows = shard_rows(config_.batch_size, dp_.rank, dp_.world);
+        SPOOL_CHECK(rows.end > rows.begin, ValueError, "Seq2SeqTrainer: batch_size ", config_.batch_size,
+                    " leaves rank ", dp_.rank, " of ", dp_.world, " no rows; use a batch of at least one row per rank");
+        const std::int64_t all = target_tokens(pairs, 0, config_.batch_size, task_->vocab());
+        pairs = std::vector<Example>(pairs.begin() + rows.begin, pairs.begin() + rows.end);
+        weight = static_cast<double>(target_tokens(pairs, 0, rows.end - rows.begin, task_->vocab())) * dp_.world /
+                 static_cast<double>(all);
+        r.tokens = all;
+    }
+    Batch b = make_batch(pairs, task_->vocab());
+    if (dp_.world == 1) r.tokens = b.tokens;
     const std::int64_t N = b.tgt_out.size(0), T = b.tgt_out.size(1);
     auto& model = *s_->model;
     model.train();
@@ -177,10 +222,15 @@ StepRecord Seq2SeqTrainer::step()
         Tensor flat = reshape(logits, {N * T, logits.size(2)});
         if (s_->log_probs) flat = log_softmax(flat, -1);
         Tensor loss = (*s_->loss)(flat, reshape(b.tgt_out, {N * T}));
+        if (weight != 1) loss = loss * weight;
         Tensor total = loss;
         if (s_->align && b.align.defined()) total = loss + (*s_->align)(attn, b.align) * config_.align_weight;
         r.loss = loss.item();
         tape.backward(total);
+    }
+    if (dp_.world > 1) {
+        dp_.sync_gradients();
+        r.loss = dp_.sum(r.loss) / dp_.world;  // the whole batch's token mean
     }
     // clip_grad_norm returns the norm before clipping; max_norm inf only measures it
     r.grad_norm = optim::clip_grad_norm(s_->params, config_.clip > 0 ? config_.clip : INFINITY);

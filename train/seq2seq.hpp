@@ -68,6 +68,20 @@ struct StepRecord {
     bool skipped = false;  ///< the non-finite guard dropped this update
 };
 
+/// Data parallelism as the trainer sees it: which rows of each step's batch this process
+/// trains on, and how it combines gradients with the other processes. The program fills it
+/// (examples/train_seq2seq with dist::DistributedDataParallel under mpirun), so train/ itself
+/// needs no MPI. Every rank draws the whole batch of step k (a pure function of seed and k),
+/// takes its shard_rows() and scales its loss by (its tokens × world / the batch's tokens):
+/// after the ranks' gradients are averaged, the step is the one a single process takes on
+/// the whole batch, for every token-mean loss, however unevenly the padding falls.
+struct DataParallel {
+    int rank = 0, world = 1;
+    std::function<void()> sync_gradients;  ///< after backward, before clipping: average the gradients
+    std::function<double(double)> sum;     ///< a number summed over the ranks (the logged loss)
+    std::function<void()> barrier;         ///< every rank has arrived (around checkpoint files)
+};
+
 /// Per-step callbacks (all optional): after each step, after each evaluation.
 struct TrainHooks {
     std::function<void(const StepRecord&)> on_step;
@@ -101,6 +115,14 @@ public:
     /// Sets the step counter after a resume (the batch of step k is a function of seed and k).
     void set_steps_done(std::int64_t step) { step_ = step; }
 
+    /// Train as rank dp.rank of dp.world (see DataParallel). world 1: one process, as
+    /// without it. Ranks other than 0 draw dropout masks from their own stream.
+    void set_data_parallel(DataParallel dp);
+    const DataParallel& data_parallel() const { return dp_; }
+    /// Gives ranks other than 0 their own dropout stream again after the generator state was
+    /// restored (a checkpoint holds rank 0's): a function of that state and the rank.
+    void split_rng_by_rank();
+
 private:
     struct State;
     Seq2SeqConfig config_;
@@ -108,6 +130,7 @@ private:
     std::vector<Example> heldout_;
     std::unique_ptr<State> s_;
     std::int64_t step_ = 0;
+    DataParallel dp_;
 };
 
 // ---- a whole run ------------------------------------------------------------------------
@@ -137,6 +160,9 @@ std::string checkpoint_dir(const std::string& out_dir);
 
 /// Trains to config.steps (from a resumed step if asked), evaluating every eval_every steps,
 /// with the progress line, metrics.csv, checkpoints, plots and index.html in out_dir.
+/// Data-parallel (trainer.data_parallel().world > 1): every rank trains and resumes (from
+/// the same checkpoint file, which every rank must see); rank 0 alone prints, evaluates and
+/// writes files, and the other ranks' summaries hold no evaluation.
 RunSummary run(Seq2SeqTrainer& trainer, const RunOptions& options);
 
 /// The plots (loss, lr, accuracy, attention heatmap) from out_dir/metrics.csv and the page

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -73,6 +74,64 @@ TEST_CASE("make_batch: padded source, target shifted by one, masks and alignment
     CHECK(b.align.at({0, 0}) == 2);
     CHECK(b.align.at({0, 3}) == -100);  // EOS has no source
     CHECK(b.align.at({1, 0}) == -100);  // no alignment given
+}
+
+TEST_CASE("shard_rows: contiguous, as even as can be, disjoint and covering")
+{
+    for (const std::int64_t n : {0, 1, 7, 8, 64}) {
+        for (const int world : {1, 2, 3, 5}) {
+            std::int64_t next = 0;
+            for (int r = 0; r < world; ++r) {
+                const RowRange rr = shard_rows(n, r, world);
+                CHECK(rr.begin == next);  // contiguous and in rank order: disjoint, covering
+                CHECK(rr.end - rr.begin == n / world + (r < n % world ? 1 : 0));
+                next = rr.end;
+            }
+            CHECK(next == n);
+        }
+    }
+    CHECK(message_of<ValueError>([] { shard_rows(8, 2, 2); }) == "shard_rows: rank 2 of world 2 over 8 rows: need 0 <= rank < world and n >= 0");
+}
+
+TEST_CASE("DistributedSampler: PyTorch's padding and dropping, disjoint shuffled parts per epoch")
+{
+    auto part = [](std::int64_t size, DistributedSamplerOptions o) { return DistributedSampler(size, o).indices(); };
+    using V = std::vector<std::int64_t>;
+    // without shuffle: rank r takes positions r, r + world, ...; 10 over 3 ranks pads with 0, 1
+    CHECK(part(10, {.world = 3, .rank = 0, .shuffle = false}) == V{0, 3, 6, 9});
+    CHECK(part(10, {.world = 3, .rank = 1, .shuffle = false}) == V{1, 4, 7, 0});
+    CHECK(part(10, {.world = 3, .rank = 2, .shuffle = false}) == V{2, 5, 8, 1});
+    // drop_last cuts the tail that does not fill a round: 9 of 10
+    CHECK(part(10, {.world = 3, .rank = 0, .shuffle = false, .drop_last = true}) == V{0, 3, 6});
+    CHECK(part(10, {.world = 3, .rank = 2, .shuffle = false, .drop_last = true}) == V{2, 5, 8});
+    // padding longer than the dataset repeats it: 2 examples over 5 ranks
+    CHECK(part(2, {.world = 5, .rank = 4, .shuffle = false}) == V{0});
+    CHECK(part(2, {.world = 5, .rank = 3, .shuffle = false}) == V{1});
+    // shuffled: each epoch a permutation split into disjoint parts; seeded; epochs differ
+    const std::int64_t n = 1000;
+    for (const std::int64_t epoch : {0, 1}) {
+        std::set<std::int64_t> all;
+        for (int r = 0; r < 4; ++r) {
+            DistributedSampler s(n, {.world = 4, .rank = r, .seed = 7});
+            s.set_epoch(epoch);
+            const V mine = s.indices();
+            CHECK(static_cast<std::int64_t>(mine.size()) == s.num_samples());
+            CHECK(s.num_samples() == 250);
+            all.insert(mine.begin(), mine.end());
+        }
+        CHECK(all.size() == static_cast<std::size_t>(n));  // disjoint and covering
+    }
+    DistributedSampler a(n, {.world = 2, .rank = 0, .seed = 7}), b(n, {.world = 2, .rank = 0, .seed = 7});
+    CHECK(a.indices() == b.indices());
+    b.set_epoch(1);
+    CHECK(a.indices() != b.indices());
+    CHECK(a.indices() != part(n, {.world = 2, .rank = 0, .seed = 8}));
+    const V first = a.indices();
+    CHECK(!std::is_sorted(first.begin(), first.end()));
+    CHECK(message_of<ValueError>([] { DistributedSampler(10, {.world = 2, .rank = 2}); }) ==
+          "DistributedSampler: rank 2 of world 2: need 0 <= rank < world");
+    CHECK(message_of<ValueError>([] { DistributedSampler(1, {.world = 2, .drop_last = true}); }) ==
+          "DistributedSampler: drop_last with 1 examples over 2 ranks leaves none for some rank");
 }
 
 TEST_CASE("dates: calendar round trip and the formats with their alignments")
