@@ -39,6 +39,7 @@
 #include "bench/bench_util.hpp"
 #include "bench/child.hpp"
 #include "bench/machine.hpp"
+#include "bench/spool_step.hpp"
 #include "bench/train_step.hpp"
 #include "spool.hpp"
 
@@ -48,48 +49,7 @@ namespace {
 
 // ---- spool ---------------------------------------------------------------------------------------
 
-void run_spool(const Config& c, int threads)
-{
-    using namespace spool;
-    set_num_threads(threads);
-    manual_seed(0);
-    nn::Seq2SeqTransformer model({.src_vocab = c.vocab, .tgt_vocab = c.vocab, .d_model = c.d_model, .nhead = c.heads,
-                                  .num_encoder_layers = c.layers, .num_decoder_layers = c.layers,
-                                  .dim_feedforward = c.ff, .dropout = c.dropout, .max_len = 4096,
-                                  .tie_weights = true});
-    model.train();
-    optim::Adam opt(model.named_parameters(), optim::AdamOptions{.lr = 1.0, .betas = {0.9, 0.98}, .eps = 1e-9});
-    optim::NoamLR sched(opt, optim::NoamOptions{.d_model = c.d_model, .warmup_steps = c.warmup_steps});
-    const auto batches = make_batches(c, 4);
-    for (int s = 0; s < c.warmup + c.steps; ++s) {
-        const Batch& b = batches[std::size_t(s) % batches.size()];
-        Tensor src = from_vector(b.src, {c.src_len, c.batch});
-        Tensor tgt = from_vector(b.tgt, {c.tgt_len + 1, c.batch});
-        Tensor tgt_in = slice(tgt, 0, 0, c.tgt_len), tgt_out = slice(tgt, 0, 1, c.tgt_len + 1);
-        StepTimes t{};
-        const double t0 = now_s();
-        {
-            Tape tape;
-            Tensor logits = model(src, tgt_in);
-            Tensor loss = cross_entropy(reshape(logits, {-1, c.vocab}), reshape(tgt_out, {-1}),
-                                        {.label_smoothing = c.smoothing});
-            t.loss = loss.item();
-            const double t1 = now_s();
-            tape.backward(loss);
-            const double t2 = now_s();
-            t.fwd = t1 - t0;
-            t.bwd = t2 - t1;
-        }
-        const double t3 = now_s();
-        opt.step();
-        sched.step();
-        opt.zero_grad();
-        t.opt = now_s() - t3;
-        if (s >= c.warmup) print_step(t);
-    }
-    const AllocatorStats a = allocator_stats();  // the caching allocator's peak and what it holds
-    std::printf("ALLOC %.3f %.3f\n", double(a.peak_bytes_in_use) / (1 << 20), double(a.bytes_cached + a.bytes_in_use) / (1 << 20));
-}
+void run_spool(const Config& c, int threads) { run_spool_steps(c, threads); }
 
 // ---- the parent: children, contention, statistics ---------------------------------------------------
 

@@ -45,8 +45,9 @@ void add_into(T* out, const T* a, const T* b, std::int64_t n)
 DistributedDataParallel::DistributedDataParallel(nn::Module& m, DistributedDataParallelOptions options)
     : module_(&m), options_(options), requests_(std::make_unique<Requests>())
 {
-    SPOOL_CHECK(options.bucket_cap_mb > 0, ValueError,
-                "DistributedDataParallel: bucket_cap_mb must be > 0; got ", options.bucket_cap_mb);
+    SPOOL_CHECK(options.bucket_cap_mb > 0 && options.first_bucket_mb > 0, ValueError,
+                "DistributedDataParallel: bucket_cap_mb and first_bucket_mb must be > 0; got ", options.bucket_cap_mb,
+                " and ", options.first_bucket_mb);
     init();
     for (auto& [name, p] : m.named_parameters()) broadcast(p, 0);
     if (options.broadcast_buffers)
@@ -60,13 +61,13 @@ DistributedDataParallel::DistributedDataParallel(nn::Module& m, DistributedDataP
     offset_of_.assign(n, 0);
     written_.assign(n, 0);
     // reverse registration order: the last layers' gradients are complete first in backward
-    const double cap = options.bucket_cap_mb * 1024 * 1024;
+    const double cap = options.bucket_cap_mb * 1024 * 1024, first_cap = options.first_bucket_mb * 1024 * 1024;
     for (int i = n - 1; i >= 0; --i) {
         const DType dt = params_[i].dtype();
         int open = -1;  // the newest bucket of this dtype, if it still has room
         for (int b = 0; b < static_cast<int>(buckets_.size()); ++b)
             if (buckets_[b].dtype == dt) open = b;
-        if (open < 0 || static_cast<double>(buckets_[open].numel) * itemsize(dt) >= cap) {
+        if (open < 0 || static_cast<double>(buckets_[open].numel) * itemsize(dt) >= (open == 0 ? first_cap : cap)) {
             buckets_.push_back(Bucket{.dtype = dt, .params = {}, .numel = 0});
             open = static_cast<int>(buckets_.size()) - 1;
         }

@@ -20,6 +20,10 @@ namespace spool::dist {
 
 struct DistributedDataParallelOptions {
     double bucket_cap_mb = 25;     ///< PyTorch's default; a bucket closes once it holds this many MiB
+    /// The first bucket (the last layers' gradients, complete first in backward) closes at
+    /// this many MiB, as PyTorch's 1 MiB first bucket: communication starts early in
+    /// backward even when the whole model fits one bucket_cap_mb bucket.
+    double first_bucket_mb = 1;
     bool broadcast_buffers = true; ///< broadcast buffers with the parameters at construction
 };
 

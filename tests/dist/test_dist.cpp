@@ -158,7 +158,7 @@ TEST_CASE("collective errors name the collective and the bad value")
     CHECK_THROWS_WITH_AS(dist::set_timeout(0), "dist::set_timeout: the timeout must be > 0 seconds; got 0", ValueError);
     nn::Linear lin({.in_features = 2, .out_features = 2});
     CHECK_THROWS_WITH_AS(dist::DistributedDataParallel(lin, {.bucket_cap_mb = 0}),
-                         "DistributedDataParallel: bucket_cap_mb must be > 0; got 0", ValueError);
+                         "DistributedDataParallel: bucket_cap_mb and first_bucket_mb must be > 0; got 0 and 1", ValueError);
 }
 
 TEST_CASE("a rank that does not arrive makes the others throw after the timeout, naming rank and collective")
@@ -202,10 +202,11 @@ TEST_CASE("DistributedDataParallel buckets many odd-sized parameters of two dtyp
         for (std::int64_t n : sizes) specs.push_back({n + k, (n + k) % 2 ? f32 : f64});
     ManyParams m(specs);
     const double cap_mb = 100.0 / (1024 * 1024);  // 100 bytes: a bucket closes after 25 floats
-    dist::DistributedDataParallel ddp(m, {.bucket_cap_mb = cap_mb});
+    // the first bucket (PyTorch: 1 MiB of 25) closes at its own, here larger, cap
+    dist::DistributedDataParallel ddp(m, {.bucket_cap_mb = cap_mb, .first_bucket_mb = 2 * cap_mb});
 
     // every parameter in exactly one bucket, each bucket one dtype, in reverse order, and a
-    // bucket grows only while it holds less than the cap
+    // bucket grows only while it holds less than the cap (the first: 200 bytes)
     std::vector<int> seen(m.ps.size(), 0);
     int last_f32 = static_cast<int>(m.ps.size()), last_f64 = last_f32;
     for (const dist::Bucket& b : ddp.buckets()) {
@@ -217,7 +218,7 @@ TEST_CASE("DistributedDataParallel buckets many odd-sized parameters of two dtyp
             int& last = b.dtype == f32 ? last_f32 : last_f64;
             CHECK(i < last);
             last = i;
-            if (k > 0) CHECK(static_cast<double>(numel) * itemsize(b.dtype) < 100);
+            if (k > 0) CHECK(static_cast<double>(numel) * itemsize(b.dtype) < (&b == &ddp.buckets()[0] ? 200 : 100));
             numel += m.ps[i].numel();
         }
         CHECK(numel == b.numel);
@@ -255,6 +256,19 @@ TEST_CASE("DistributedDataParallel buckets many odd-sized parameters of two dtyp
         CHECK(ok);
         CHECK(same_on_all_ranks(g));
     }
+}
+
+TEST_CASE("the first bucket closes at first_bucket_mb, the others at bucket_cap_mb")
+{
+    setup();
+    ManyParams m(std::vector<std::pair<std::int64_t, DType>>(12, {10, f32}));  // 40 bytes each
+    const double byte = 1.0 / (1024 * 1024);
+    dist::DistributedDataParallel ddp(m, {.bucket_cap_mb = 100 * byte, .first_bucket_mb = 200 * byte});
+    // a bucket closes once it holds at least its cap: 5 parameters (200 bytes), then 3 (120)
+    std::vector<std::size_t> counts;
+    for (const dist::Bucket& b : ddp.buckets()) counts.push_back(b.params.size());
+    CHECK(counts == std::vector<std::size_t>{5, 3, 3, 1});
+    CHECK(ddp.buckets()[0].params.front() == 11);  // the last registered, complete first in backward
 }
 
 TEST_CASE("no_sync accumulates locally; the next sync averages the accumulated gradients")
@@ -329,7 +343,7 @@ double ddp_matches_one_process(const OptOptions& opt_options, int steps, DType d
                                             .batch_first = true, .dtype = dt},
                                   .num_layers = 2});
     auto single = model.clone_as();
-    dist::DistributedDataParallel ddp(model, {.bucket_cap_mb = 0.004});  // ~4 KB: several buckets
+    dist::DistributedDataParallel ddp(model, {.bucket_cap_mb = 0.004, .first_bucket_mb = 0.004});  // ~4 KB: several buckets
     CHECK(ddp.buckets().size() > 3);
     Opt opt(model.parameters(), opt_options), opt_single(single->parameters(), opt_options);
     const test::Tolerance tol = test::ddp_f32;
