@@ -119,6 +119,8 @@ int main(int argc, char** argv)
             dist::init(&argc, &argv);
             rank = dist::rank();
             world = dist::world_size();
+        }
+        if (world > 1) {  // one rank (mpirun -np 1) trains as one process
             ddp = std::make_unique<dist::DistributedDataParallel>(trainer.model());  // rank 0's weights everywhere
             trainer.set_data_parallel({.rank = rank, .world = world,
                                        .sync_gradients = [&] { ddp->finish_gradient_sync(); },

@@ -5,6 +5,8 @@
 #   pkg-config  g++ with `pkg-config --cflags --libs spool` from BUILD_DIR installed under
 #               a DESTDIR (PKG_CONFIG_PATH into that tree: spool.pc is relocatable)
 #   cmake       find_package(spool CONFIG) against the same install (CMAKE_PREFIX_PATH)
+# and, when spool_dist is installed, tests/consumers/consumer_dist.cpp through spool-dist.pc
+# and CMake's spool::dist, run as 2 ranks under mpirun.
 # The install is of BUILD_DIR as it stands (meson install --no-rebuild): run after a build.
 # Also checks spool.pc's contents: no Requires, -pthread exactly once.
 # Meson runs it as the test `consumers` (tests/meson.build), so scripts/test.sh and CI do.
@@ -55,6 +57,27 @@ mkdir -p "$work/pkg-config"
   fail "compiling with pkg-config's flags"
 "$work/pkg-config/consumer" || fail "the pkg-config consumer"
 
+# ---- spool-dist.pc: a data-parallel program, run as 2 ranks ----------------------------
+# only when spool_dist was built (Open MPI found) and installed its .pc
+mpirun_2() {
+  local root_opts=()
+  [ "$(id -u)" -ne 0 ] || root_opts=(--allow-run-as-root)
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SPOOL_DIST_TIMEOUT=60 \
+    mpirun -np 2 --oversubscribe --bind-to none --mca btl self,vader \
+    --mca btl_vader_single_copy_mechanism none "${root_opts[@]}" "$@"
+}
+have_dist=0
+if [ -f "$libpath/pkgconfig/spool-dist.pc" ]; then
+  have_dist=1
+  step "pkg-config spool-dist"
+  dflags="$(PKG_CONFIG_PATH="$libpath/pkgconfig" pkg-config --cflags --libs spool-dist)" || fail "pkg-config spool-dist"
+  echo "$dflags"
+  # shellcheck disable=SC2086
+  "$cxx" -std=c++20 -O1 "$repo/tests/consumers/consumer_dist.cpp" $dflags -o "$work/pkg-config/consumer_dist" ||
+    fail "compiling with spool-dist's flags"
+  mpirun_2 "$work/pkg-config/consumer_dist" || fail "the spool-dist consumer under mpirun"
+fi
+
 # ---- CMake ----------------------------------------------------------------------------
 step "cmake"
 cmake -S "$repo/tests/consumers/cmake" -B "$work/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -63,6 +86,10 @@ cmake -S "$repo/tests/consumers/cmake" -B "$work/cmake" -G Ninja -DCMAKE_BUILD_T
 ninja -C "$work/cmake" -v >"$work/cmake-build.log" 2>&1 || { cat "$work/cmake-build.log"; fail "cmake build"; }
 grep -- '-o consumer ' "$work/cmake-build.log"  # the link line: the libraries in order
 "$work/cmake/consumer" || fail "the CMake consumer"
+if [ "$have_dist" -eq 1 ]; then
+  [ -x "$work/cmake/consumer_dist" ] || fail "find_package(spool) gave no spool::dist although spool_dist is installed"
+  mpirun_2 "$work/cmake/consumer_dist" || fail "the CMake spool::dist consumer under mpirun"
+fi
 
 # ---- Meson subproject -----------------------------------------------------------------
 # Only spool's libraries build here (its tests, examples and benchmarks are off in a
@@ -70,7 +97,7 @@ grep -- '-o consumer ' "$work/cmake-build.log"  # the link line: the libraries i
 step "meson subproject"
 src="$work/meson-src"
 mkdir -p "$src/subprojects"
-cp "$repo/tests/consumers/meson/meson.build" "$repo/tests/consumers/consumer.cpp" "$src/"
+cp "$repo/tests/consumers/meson/meson.build" "$repo/tests/consumers/consumer.cpp" "$repo/tests/consumers/consumer_dist.cpp" "$src/"
 ln -s "$repo" "$src/subprojects/spool"
 # --force-fallback-for: the subproject even where an installed spool would be found
 meson setup --force-fallback-for=spool "$work/meson-build" "$src" >"$work/meson-setup.log" 2>&1 ||
@@ -83,5 +110,9 @@ echo "compiled $(grep -c 'Compiling' "$work/meson-build.log") files"
 ! grep -E 'Compiling.*subprojects/spool/(tests|examples|bench|train)/' "$work/meson-build.log" ||
   fail "the subproject built more than spool's libraries"
 "$work/meson-build/consumer" || fail "the Meson subproject consumer"
+if [ "$have_dist" -eq 1 ]; then
+  [ -x "$work/meson-build/consumer_dist" ] || fail "the subproject gave no dependency('spool-dist') although MPI is here"
+  mpirun_2 "$work/meson-build/consumer_dist" || fail "the Meson subproject spool-dist consumer under mpirun"
+fi
 
 step "all three routes passed"

@@ -31,7 +31,7 @@ def main():
     for p in a.params:
         nbytes = 4 * p
         print(f"\n{p / 1e6:.2f}M parameters: {nbytes / 2**20:.1f} MiB of float32 gradients per step, "
-              f"each node sends and receives 2(N-1)/N of it")
+              f"each node sends and receives 2(N-1)/N of it\n")
         print("| link | " + " | ".join(f"N = {n}" for n in nodes) + " |")
         print("|---|" + "---|" * len(nodes))
         for gbit in (10, 25, 100):
