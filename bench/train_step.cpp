@@ -39,6 +39,7 @@
 #include "bench/bench_util.hpp"
 #include "bench/child.hpp"
 #include "bench/machine.hpp"
+#include "bench/t_small.hpp"
 #include "bench/train_step.hpp"
 #include "spool.hpp"
 
@@ -53,10 +54,7 @@ void run_spool(const Config& c, int threads)
     using namespace spool;
     set_num_threads(threads);
     manual_seed(0);
-    nn::Seq2SeqTransformer model({.src_vocab = c.vocab, .tgt_vocab = c.vocab, .d_model = c.d_model, .nhead = c.heads,
-                                  .num_encoder_layers = c.layers, .num_decoder_layers = c.layers,
-                                  .dim_feedforward = c.ff, .dropout = c.dropout, .max_len = 4096,
-                                  .tie_weights = true});
+    nn::Seq2SeqTransformer model(t_small_options(c));
     model.train();
     optim::Adam opt(model.named_parameters(), optim::AdamOptions{.lr = 1.0, .betas = {0.9, 0.98}, .eps = 1e-9});
     optim::NoamLR sched(opt, optim::NoamOptions{.d_model = c.d_model, .warmup_steps = c.warmup_steps});

@@ -13,6 +13,7 @@
 
 #include "dist/ddp.hpp"
 #include "dist/dist.hpp"
+#include "dist/zero.hpp"
 #include "spool.hpp"
 #include "tolerances.hpp"
 
@@ -315,6 +316,15 @@ TEST_CASE("no_sync accumulates locally; the next sync averages the accumulated g
 }
 
 namespace {
+/// A 2-layer TransformerEncoder of width E without dropout, its weights drawn from seed.
+nn::TransformerEncoder small_encoder(std::int64_t E, DType dt, std::uint64_t seed)
+{
+    manual_seed(seed);
+    return nn::TransformerEncoder({.layer = {.d_model = E, .nhead = 2, .dim_feedforward = 32, .dropout = 0.0,
+                                             .batch_first = true, .dtype = dt},
+                                   .num_layers = 2});
+}
+
 /// N optimizer steps of a 2-layer TransformerEncoder, data parallel over the ranks (each rank
 /// B / world rows of every batch) and, on every rank, in one process on the whole batch B.
 /// Returns the largest relative difference between the two over every element of magnitude
@@ -324,10 +334,7 @@ double ddp_matches_one_process(const OptOptions& opt_options, int steps, DType d
 {
     const int me = dist::rank(), world = dist::world_size();
     const std::int64_t B = 4, S = 5, E = 16;
-    manual_seed(21);
-    nn::TransformerEncoder model({.layer = {.d_model = E, .nhead = 2, .dim_feedforward = 32, .dropout = 0.0,
-                                            .batch_first = true, .dtype = dt},
-                                  .num_layers = 2});
+    nn::TransformerEncoder model = small_encoder(E, dt, 21);
     auto single = model.clone_as();
     dist::DistributedDataParallel ddp(model, {.bucket_cap_mb = 0.004});  // ~4 KB: several buckets
     CHECK(ddp.buckets().size() > 3);
@@ -389,4 +396,202 @@ TEST_CASE("DDP with 2 ranks x B/2 rows equals one process with B rows: SGD and A
     if (dist::rank() == 0)
         MESSAGE("largest relative difference from one process over 3 steps: SGD float32 ", sgd, ", Adam float64 ",
                 adam);
+}
+
+// ---- ZeRO-1 ---------------------------------------------------------------------------------
+
+namespace {
+dist::OptimizerFactory adam_factory(optim::AdamOptions o)
+{
+    return [o](std::vector<Tensor> p) { return std::make_unique<optim::Adam>(std::move(p), o); };
+}
+
+/// The largest relative difference between a and b (elements of magnitude above 1e-3), and
+/// whether every element is within tol; prints the first element outside.
+double compare_params(const std::vector<Tensor>& got, const std::vector<Tensor>& want, test::Tolerance tol, bool& ok)
+{
+    double worst = 0;
+    ok = true;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        const std::vector<double> a = got[i].tolist(), b = want[i].tolist();
+        for (std::size_t j = 0; j < a.size(); ++j) {
+            if (std::abs(b[j]) > 1e-3) worst = std::max(worst, std::abs(a[j] - b[j]) / std::abs(b[j]));
+            if (ok && !test::close(a[j], b[j], tol)) {
+                MESSAGE("parameter ", i, " element ", j, ": ZeRO ", a[j], ", DDP ", b[j]);
+                ok = false;
+            }
+        }
+    }
+    return worst;
+}
+
+/// N Adam steps of a 2-layer TransformerEncoder, 2 ranks x B/2 rows, under ZeRO-1 and under
+/// DDP, with a LambdaLR schedule on both; the parameters compared after every step. Returns
+/// the largest relative difference.
+double zero_matches_ddp(DType dt, int steps)
+{
+    const int me = dist::rank(), world = dist::world_size();
+    const std::int64_t B = 4, S = 5, E = 16;
+    nn::TransformerEncoder model = small_encoder(E, dt, 31);
+    auto other = model.clone_as();
+    const optim::AdamOptions opts{.lr = 1e-3};
+    dist::DistributedDataParallel ddp(*other);
+    optim::Adam adam(other->parameters(), opts);
+    dist::ZeroRedundancyOptimizer zero(model.parameters(), adam_factory(opts));
+    auto decay = [](std::int64_t e) { return 1.0 / (1.0 + static_cast<double>(e)); };
+    optim::LambdaLR sched(zero.optimizer(), decay), sched_ddp(adam, decay);
+    double worst = 0;
+    for (int step = 0; step < steps; ++step) {
+        manual_seed(200 + static_cast<std::uint64_t>(step));
+        Tensor x = randn({B, S, E}, {.dtype = dt}), y = randn({B, S, E}, {.dtype = dt});
+        const std::int64_t per = B / world;
+        Tensor xs = slice(x, 0, me * per, (me + 1) * per), ys = slice(y, 0, me * per, (me + 1) * per);
+        {
+            Tape tape;
+            losses::mse_loss(model(xs), ys).backward();
+        }
+        CHECK(zero.step());
+        zero.zero_grad();
+        sched.step();
+        {
+            Tape tape;
+            losses::mse_loss((*other)(xs), ys).backward();
+        }
+        ddp.finish_gradient_sync();
+        adam.step();
+        adam.zero_grad();
+        sched_ddp.step();
+        CAPTURE(step);
+        bool ok = true;
+        worst = std::max(worst, compare_params(model.parameters(), other->parameters(), test::zero_vs_ddp, ok));
+        CHECK(ok);
+        for (const Tensor& p : model.parameters()) CHECK(same_on_all_ranks(p));
+    }
+    // Adam's state: half on each rank (the pieces partition the parameters; padding holds none)
+    std::vector<std::int64_t> bytes = {static_cast<std::int64_t>(zero.state_bytes())};
+    Tensor total = from_vector(bytes, {1});
+    dist::all_reduce(total);
+    CHECK(total.item<std::int64_t>() == static_cast<std::int64_t>(dist::optimizer_state_bytes(adam)));
+    CHECK(static_cast<double>(zero.state_bytes()) <= 0.5 * static_cast<double>(dist::optimizer_state_bytes(adam)) + 64);
+    return worst;
+}
+}  // namespace
+
+TEST_CASE("ZeRO-1 with Adam gives the same parameters as DDP with Adam: float32 and float64, 4 steps")
+{
+    setup();
+    const double single = zero_matches_ddp(f32, 4);
+    const double twice = zero_matches_ddp(f64, 4);
+    if (dist::rank() == 0) MESSAGE("ZeRO-1 vs DDP, largest relative difference: float32 ", single, ", float64 ", twice);
+}
+
+TEST_CASE("ZeRO-1 over odd sizes and two dtypes: padding, missing gradients, state_dict and clipping as DDP")
+{
+    setup();
+    const int me = dist::rank();
+    std::vector<std::pair<std::int64_t, DType>> specs;
+    for (std::int64_t n : sizes) specs.push_back({n, n % 2 ? f64 : f32});
+    specs.push_back({3, f32});  // 81 float64 and 1011 float32 elements: both shards padded
+    ManyParams m(specs), d(specs), m2(specs);
+    std::vector<Tensor> mp = m.parameters(), dp = d.parameters(), mp2 = m2.parameters();
+    for (std::size_t i = 0; i < mp.size(); ++i)
+        for (std::int64_t j = 0; j < mp[i].numel(); ++j) {
+            const double v = value_at(j + 3 * static_cast<std::int64_t>(i), 0);
+            mp[i].value().set(j, v);
+            dp[i].value().set(j, v);
+        }
+    const optim::AdamOptions opts{.lr = 1e-2, .weight_decay = 0.1};
+    dist::ZeroRedundancyOptimizer zero(mp, adam_factory(opts));
+    dist::DistributedDataParallel ddp(d);
+    optim::Adam adam(dp, opts);
+    CHECK_FALSE(zero.pieces().empty());
+    // rank r's gradient; parameter 3 has one on rank 0 only, parameter 5 on none
+    auto set_grads = [&](std::vector<Tensor>& ps, int step) {
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+            if (i == 5 || (i == 3 && me != 0)) continue;
+            std::vector<double> g(static_cast<std::size_t>(ps[i].numel()));
+            for (std::size_t j = 0; j < g.size(); ++j) g[j] = value_at(static_cast<std::int64_t>(j + i) + step, me) * 4;
+            ps[i].set_grad(from_vector(g, {ps[i].numel()}, {.dtype = ps[i].dtype()}));
+        }
+    };
+    double norm = 0, norm_ddp = 0, clipped_worst = 0;
+    for (int step = 0; step < 3; ++step) {
+        CAPTURE(step);
+        set_grads(mp, step);
+        norm = zero.clip_grad_norm(5.0);
+        CHECK(zero.step());
+        zero.zero_grad();
+        set_grads(dp, step);
+        ddp.finish_gradient_sync();
+        norm_ddp = optim::clip_grad_norm(dp, 5.0);
+        adam.step();
+        adam.zero_grad();
+        CHECK(norm == doctest::Approx(norm_ddp).epsilon(1e-12));
+        CHECK(norm > 5.0);  // clipping took effect
+        bool ok = true;
+        clipped_worst = std::max(clipped_worst, compare_params(mp, dp, test::zero_vs_ddp_clipped, ok));
+        CHECK(ok);
+        CHECK(mp[5].tolist() == dp[5].tolist());  // no gradient anywhere: not updated (not even decayed)
+        for (const Tensor& p : mp) CHECK(same_on_all_ranks(p));
+    }
+
+    // the consolidated state is Adam's single-process state_dict, on the rank asked
+    const optim::StateDict sd0 = zero.consolidate_state_dict(0), sd1 = zero.consolidate_state_dict(1);
+    const optim::StateDict& mine = me == 0 ? sd0 : sd1;
+    CHECK((me == 0 ? sd1 : sd0).empty());
+    const optim::StateDict want = adam.state_dict();
+    REQUIRE(mine.size() == want.size());
+    for (const auto& [key, entry] : want) {
+        CAPTURE(key);
+        REQUIRE(mine.count(key) == 1);
+        if (const Value* v = std::get_if<Value>(&entry)) {
+            const Value& g = std::get<Value>(mine.at(key));
+            REQUIRE(g.shape() == v->shape());
+            for (std::int64_t j = 0; j < v->numel(); ++j)
+                CHECK(test::close(g.at(j), v->at(j), test::zero_vs_ddp_clipped));
+        } else {
+            CHECK(mine.at(key).index() == entry.index());
+            if (entry.index() == 0) CHECK(std::get<std::int64_t>(mine.at(key)) == std::get<std::int64_t>(entry));
+            if (entry.index() == 1) CHECK(std::get<double>(mine.at(key)) == std::get<double>(entry));
+            if (entry.index() == 2) CHECK(std::get<std::string>(mine.at(key)) == std::get<std::string>(entry));
+        }
+    }
+    CHECK_FALSE(mine.count("state.5.step"));  // never updated: no state, as in one process
+    // it loads into a single-process Adam, and back into a fresh ZeRO, which then steps as the first
+    optim::Adam single(dp, opts);
+    single.load_state_dict(mine);
+    for (std::size_t i = 0; i < mp2.size(); ++i)
+        for (std::int64_t j = 0; j < mp[i].numel(); ++j) mp2[i].value().set(j, mp[i].value().at(j));
+    dist::ZeroRedundancyOptimizer zero2(mp2, adam_factory(opts));
+    zero2.load_state_dict(mine);
+    set_grads(mp, 3);
+    set_grads(mp2, 3);
+    zero.step();
+    zero2.step();
+    for (std::size_t i = 0; i < mp.size(); ++i) CHECK(mp2[i].tolist() == mp[i].tolist());
+    if (me == 0) MESSAGE("ZeRO-1 vs DDP with clipping, largest relative difference: ", clipped_worst);
+}
+
+TEST_CASE("ZeRO-1 errors: bad factory results, parameters that differ between ranks, bad dtypes")
+{
+    setup();
+    nn::Linear lin({.in_features = 3, .out_features = 2});
+    CHECK_THROWS_WITH_AS(
+        dist::ZeroRedundancyOptimizer(lin.parameters(), [](std::vector<Tensor>) { return nullptr; }),
+        "ZeroRedundancyOptimizer: the optimizer factory returned no optimizer", ValueError);
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer(lin.parameters(),
+                                                       [&](std::vector<Tensor>) {
+                                                           return std::make_unique<optim::SGD>(lin.parameters());
+                                                       }),
+                         doctest::Contains("the optimizer factory must build the optimizer over the"), ValueError);
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer({}, adam_factory({})),
+                         "ZeroRedundancyOptimizer: got an empty parameter list", ValueError);
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer({zeros({2}, {.dtype = i64})}, adam_factory({})),
+                         "ZeroRedundancyOptimizer: parameter 0 must be float32 or float64; got int64 (2,)", TypeError);
+    // rank 0 float32, rank 1 float64: every rank refuses, none hangs
+    Tensor p = zeros({5}, {.dtype = dist::rank() == 0 ? f32 : f64});
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer({p}, adam_factory({})),
+                         doctest::Contains("parameters differ from another rank's in number, size or dtype"),
+                         ValueError);
+    dist::barrier();
 }
