@@ -2,8 +2,9 @@
 // clipping over shards, and the state_dict conversion between shards and one process.
 // Layout: per dtype (a "space"), the parameters end to end in parameters() order, padded to
 // shard · world elements; rank r owns elements [r · shard, (r + 1) · shard). The inner
-// optimizer's tensors are views of this rank's block of `shard_param`, their gradients views
-// of `shard_grad`, so neither is copied between the MPI calls and the update.
+// optimizer's tensors are views of the model's parameters (it updates them in place), their
+// gradients views of the reduce-scatter's result, so besides the optimizer's own state ZeRO
+// keeps one flat buffer per dtype, the size of the parameters, and copies nothing else.
 #include "dist/zero.hpp"
 
 #include <algorithm>
@@ -25,9 +26,9 @@ struct ZeroRedundancyOptimizer::Space {
     DType dtype = DType::f32;
     std::int64_t numel = 0;  ///< parameter elements, without the padding
     std::int64_t shard = 0;  ///< elements per rank: ceil(numel / world)
-    Value flat;              ///< shard · world: gradients to reduce-scatter, then the all-gathered parameters
-    Value shard_grad;        ///< shard: this rank's block of the averaged gradients
-    Value shard_param;       ///< shard: this rank's block of the parameters (the inner optimizer's tensors)
+    /// shard · world elements: the gradients to reduce-scatter (in place: this rank's averaged
+    /// shard lands in the first `shard` elements), then the parameters to all-gather (in place)
+    Value flat;
 };
 
 std::size_t optimizer_state_bytes(const optim::Optimizer& opt)
@@ -131,8 +132,6 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, con
                     " elements make shards of ", s.shard, " elements, more than one MPI call takes (", detail::max_count,
                     "); use more ranks");
         s.flat = Value::zeros(Shape{s.shard * world}, s.dtype);
-        s.shard_grad = Value::zeros(Shape{s.shard}, s.dtype);
-        s.shard_param = Value::zeros(Shape{s.shard}, s.dtype);
     }
     // this rank's pieces: each parameter's overlap with the rank's block of its space
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -141,12 +140,12 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, con
         const std::int64_t hi = std::min(offset_of_[i] + params_[i].numel(), (me + 1) * s.shard);
         if (lo >= hi) continue;
         pieces_.push_back({.param = static_cast<int>(i), .begin = lo - offset_of_[i], .end = hi - offset_of_[i]});
-        const std::int64_t at = lo - me * s.shard;
-        shard_.emplace_back(s.shard_param.narrow0(at, at + (hi - lo)));
+        // a view of the parameter: the inner optimizer updates the model in place
+        shard_.emplace_back(params_[i].value().view(Shape{params_[i].numel()}).narrow0(lo - offset_of_[i],
+                                                                                     hi - offset_of_[i]));
         piece_space_.push_back(space_of_[i]);
-        piece_at_.push_back(at);
+        piece_at_.push_back(lo - me * s.shard);
     }
-    copy_into_shard();
     // a rank whose block is all padding still needs an optimizer (schedules point at it):
     // give it one empty tensor, which never has a gradient
     std::vector<Tensor> given = shard_;
@@ -161,18 +160,6 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, con
 }
 
 ZeroRedundancyOptimizer::~ZeroRedundancyOptimizer() = default;
-
-void ZeroRedundancyOptimizer::copy_into_shard()
-{
-    // the model's current values: also after the user changed them (load_state_dict, init)
-    for (std::size_t k = 0; k < pieces_.size(); ++k) {
-        const ShardPiece& pc = pieces_[k];
-        const Value src = params_[pc.param].value().view(Shape{params_[pc.param].numel()}).narrow0(pc.begin, pc.end);
-        Value& dst = shard_[k].impl()->value;
-        dst.bump_version();
-        std::memcpy(dst.raw(), src.raw(), src.nbytes());
-    }
-}
 
 // ---- a step ---------------------------------------------------------------------------------
 
@@ -197,19 +184,19 @@ void ZeroRedundancyOptimizer::reduce_gradients()
                       name);
         for (Space& s : spaces_) {
             r.emplace_back(MPI_REQUEST_NULL);
-            detail::check(MPI_Ireduce_scatter_block(s.flat.raw(), s.shard_grad.raw(), static_cast<int>(s.shard),
+            detail::check(MPI_Ireduce_scatter_block(MPI_IN_PLACE, s.flat.raw(), static_cast<int>(s.shard),
                                                     detail::mpi_type(s.dtype), MPI_SUM, c, &r.back()),
                           name);
         }
     });
-    for (Space& s : spaces_) detail::divide(s.shard_grad, s.shard, world);
+    for (Space& s : spaces_) detail::divide(s.flat, s.shard, world);
     for (std::size_t k = 0; k < pieces_.size(); ++k) {
         const ShardPiece& pc = pieces_[k];
         if (!has[pc.param]) {
             shard_[k].impl()->grad = Value();  // no rank produced one: the optimizer skips it
             continue;
         }
-        shard_[k].impl()->grad = spaces_[piece_space_[k]].shard_grad.narrow0(piece_at_[k], piece_at_[k] + (pc.end - pc.begin));
+        shard_[k].impl()->grad = spaces_[piece_space_[k]].flat.narrow0(piece_at_[k], piece_at_[k] + (pc.end - pc.begin));
     }
     reduced_ = true;
 }
@@ -240,7 +227,6 @@ double ZeroRedundancyOptimizer::clip_grad_norm(double max_norm, double norm_type
 bool ZeroRedundancyOptimizer::step()
 {
     reduce_gradients();
-    copy_into_shard();
     if (inner_->skips_nonfinite()) {
         // every rank must agree, or the ranks' parameters would part ways
         std::vector<const Value*> grads;
@@ -264,13 +250,19 @@ std::string ZeroRedundancyOptimizer::describe(const char* what) const
 
 void ZeroRedundancyOptimizer::gather_parameters()
 {
+    // this rank's updated block into place (over the gradients, now used), then everyone's
+    const int me = rank();
+    for (std::size_t k = 0; k < pieces_.size(); ++k) {
+        Space& s = spaces_[piece_space_[k]];
+        detail::write_flat(s.flat, me * s.shard + piece_at_[k], &shard_[k].value(), shard_[k].numel());
+    }
     MPI_Comm c = detail::comm("ZeroRedundancyOptimizer::step");
     collective("ZeroRedundancyOptimizer::step", describe("parameter all-gather"), [&](std::vector<MPI_Request>& r) {
         for (Space& s : spaces_) {
             r.emplace_back(MPI_REQUEST_NULL);
             const MPI_Datatype t = detail::mpi_type(s.dtype);
-            detail::check(MPI_Iallgather(s.shard_param.raw(), static_cast<int>(s.shard), t, s.flat.raw(),
-                                         static_cast<int>(s.shard), t, c, &r.back()),
+            detail::check(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, s.flat.raw(), static_cast<int>(s.shard),
+                                         t, c, &r.back()),
                           "ZeroRedundancyOptimizer::step");
         }
     });
@@ -285,7 +277,7 @@ void ZeroRedundancyOptimizer::zero_grad(bool set_to_none)
         if (set_to_none || !d.defined()) d = Value();
         else d = Value::zeros(d.shape(), d.dtype());
     }
-    for (Tensor& t : shard_) t.impl()->grad = Value();  // views of shard_grad, refilled by the next reduce
+    for (Tensor& t : shard_) t.impl()->grad = Value();  // views of the flat buffer, refilled by the next reduce
     reduced_ = false;
 }
 

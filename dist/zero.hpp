@@ -34,9 +34,10 @@ struct ShardPiece {
 class ZeroRedundancyOptimizer {
 public:
     /// Broadcasts params from rank 0 (every rank starts from rank 0's weights), lays them out
-    /// in flat buffers and builds the inner optimizer with make(shard tensors): one 1-d tensor
-    /// per ShardPiece, in order. params must be float32 or float64; the parameters
-    /// must outlive this object. Calls dist::init() if needed.
+    /// in flat buffers and builds the inner optimizer with make(shard tensors): per ShardPiece, in
+    /// order, a 1-d view of that piece of its parameter (the optimizer updates the model in
+    /// place). params must be float32 or float64 and the same (count, sizes, dtypes) on every
+    /// rank; they must outlive this object. Calls dist::init() if needed.
     ZeroRedundancyOptimizer(std::vector<Tensor> params, const OptimizerFactory& make);
     ~ZeroRedundancyOptimizer();
     ZeroRedundancyOptimizer(const ZeroRedundancyOptimizer&) = delete;
@@ -75,7 +76,6 @@ public:
 
 private:
     struct Space;  ///< the flat buffers of one dtype (zero.cpp)
-    void copy_into_shard();
     void gather_parameters();
     std::string describe(const char* what) const;  ///< what a collective carried, for DistError
 
@@ -84,7 +84,7 @@ private:
     std::vector<int> space_of_;               ///< per parameter
     std::vector<std::int64_t> offset_of_;     ///< per parameter: its first element in its space
     std::vector<ShardPiece> pieces_;
-    std::vector<Tensor> shard_;               ///< per piece: the inner optimizer's tensor
+    std::vector<Tensor> shard_;               ///< per piece: the inner optimizer's tensor, a view of the parameter
     std::vector<int> piece_space_;            ///< per piece: its space
     std::vector<std::int64_t> piece_at_;      ///< per piece: where it starts in the space's shard
     std::unique_ptr<optim::Optimizer> inner_;

@@ -595,3 +595,42 @@ TEST_CASE("ZeRO-1 errors: bad factory results, parameters that differ between ra
                          ValueError);
     dist::barrier();
 }
+
+TEST_CASE("ZeRO-1 edge cases: a rank holding only padding, SGD, the non-finite guard agreed by every rank")
+{
+    setup();
+    const int me = dist::rank();
+    auto sgd = [](std::vector<Tensor> p) {
+        return std::make_unique<optim::SGD>(std::move(p), optim::SGDOptions{.lr = 0.5, .momentum = 0.9});
+    };
+    // one element over 2 ranks: rank 1's block is padding, and its optimizer holds an empty tensor
+    Tensor w = full({1}, 2.0);
+    dist::ZeroRedundancyOptimizer zero({w}, sgd);
+    CHECK(zero.pieces().size() == (me == 0 ? 1u : 0u));
+    CHECK(zero.optimizer().parameters().size() == 1);
+    for (int step = 0; step < 2; ++step) {
+        w.set_grad(full({1}, 1.0 + me));  // averaged: 1.5
+        CHECK(zero.step());
+        zero.zero_grad();
+    }
+    // SGD with momentum 0.9: 2 - 0.5 * 1.5, then - 0.5 * (0.9 * 1.5 + 1.5)
+    CHECK(w.item() == doctest::Approx(2.0 - 0.75 - 0.5 * 2.85).epsilon(1e-7));
+    CHECK(same_on_all_ranks(w));
+    CHECK(zero.state_bytes() == (me == 0 ? 4u : 0u));
+
+    // a NaN in rank 0's shard only: with the guard on, no rank changes anything
+    Tensor a = full({6}, 1.0), b = full({6}, 1.0);
+    dist::ZeroRedundancyOptimizer guarded({a, b}, sgd);  // rank 0 owns a, rank 1 owns b
+    guarded.optimizer().skip_nonfinite(true);
+    a.set_grad(full({6}, me == 0 ? std::nan("") : 1.0));
+    b.set_grad(full({6}, 1.0));
+    CHECK_FALSE(guarded.step());
+    guarded.zero_grad();
+    CHECK(a.tolist() == std::vector<double>(6, 1.0));
+    CHECK(b.tolist() == std::vector<double>(6, 1.0));
+    a.set_grad(full({6}, 1.0));
+    b.set_grad(full({6}, 1.0));
+    CHECK(guarded.step());
+    CHECK(b.tolist() == std::vector<double>(6, 0.5));
+    CHECK(same_on_all_ranks(a));
+}
