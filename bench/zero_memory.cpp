@@ -3,7 +3,7 @@
 // --mode ddp|zero`. Each rank trains on batch / N rows (the same token ids on every rank: what
 // is measured is memory, not learning) with Adam (0.9, 0.98, 1e-9) and Noam warm-up, one thread.
 // Output: one JSON line per rank, {"bench":"zero_memory"}: the optimizer state this rank holds
-// (optimizer_state_bytes), peak RSS (getrusage), the caching allocator's peak, ms per step.
+// (Optimizer::state_bytes), peak RSS (getrusage), the caching allocator's peak, ms per step.
 // Not here: the time spent communicating (bench/ddp's subject).
 #include <sys/resource.h>
 
@@ -110,7 +110,7 @@ int main(int argc, char** argv)
         }
         if (s >= c.warmup) ms.push_back((now_s() - t0) * 1e3);
     }
-    const std::size_t state = zero ? zero->state_bytes() : dist::optimizer_state_bytes(*opt);
+    const std::size_t state = zero ? zero->state_bytes() : opt->state_bytes();
     const AllocatorStats a = allocator_stats();
     const double rss = peak_rss_mib();
     dist::barrier();  // every rank has finished its steps before any prints

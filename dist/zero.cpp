@@ -31,14 +31,6 @@ struct ZeroRedundancyOptimizer::Space {
     Value flat;
 };
 
-std::size_t optimizer_state_bytes(const optim::Optimizer& opt)
-{
-    std::size_t bytes = 0;
-    for (const auto& [key, entry] : opt.state_dict())
-        if (const Value* v = std::get_if<Value>(&entry)) bytes += v->nbytes();
-    return bytes;
-}
-
 namespace {
 constexpr const char* who = "ZeroRedundancyOptimizer";
 

@@ -22,9 +22,6 @@ namespace spool::dist {
 /// `[](std::vector<Tensor> p) { return std::make_unique<optim::Adam>(std::move(p), opts); }`.
 using OptimizerFactory = std::function<std::unique_ptr<optim::Optimizer>(std::vector<Tensor>)>;
 
-/// Bytes of tensor state (moments, momentum buffers) an optimizer holds.
-std::size_t optimizer_state_bytes(const optim::Optimizer& opt);
-
 /// One contiguous piece of a parameter inside this rank's shard.
 struct ShardPiece {
     int param = 0;                  ///< index into parameters()
@@ -63,8 +60,8 @@ public:
     optim::Optimizer& optimizer() const { return *inner_; }
     const std::vector<Tensor>& parameters() const { return params_; }
     const std::vector<ShardPiece>& pieces() const { return pieces_; }
-    /// Bytes of optimizer state on this rank (optimizer_state_bytes of the inner optimizer).
-    std::size_t state_bytes() const { return optimizer_state_bytes(*inner_); }
+    /// Bytes of optimizer state on this rank (the inner optimizer's state_bytes()).
+    std::size_t state_bytes() const { return inner_->state_bytes(); }
 
     /// Collective: on rank `to`, the state_dict that a single-process optimizer made by the same
     /// factory over parameters() would have ("state.<i>.exp_avg" of each parameter's shape...);
