@@ -33,6 +33,8 @@ inline constexpr std::int64_t max_count = std::int64_t{1} << 30;
 void write_flat(Value& flat, std::int64_t off, const Value* src, std::int64_t n);
 /// dst's n elements = flat's elements [off, off + n), an in-place change of dst (bumps its version).
 void read_flat(const Value& flat, std::int64_t off, const Value& dst, std::int64_t n);
+/// flat's elements [off, off + n) += src's first n elements (float32, float64).
+void add_flat(Value& flat, std::int64_t off, const Value& src, std::int64_t n);
 /// flat's first n elements /= by (float32, float64; int64 rounds toward zero).
 void divide(Value& flat, std::int64_t n, int by);
 

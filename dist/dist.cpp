@@ -218,6 +218,21 @@ void read_flat(const Value& flat, std::int64_t off, const Value& dst, std::int64
 }
 
 template <class T>
+static void add_as(void* out, const void* src, std::int64_t n)
+{
+    T* o = static_cast<T*>(out);
+    const T* s = static_cast<const T*>(src);
+    for (std::int64_t i = 0; i < n; ++i) o[i] += s[i];
+}
+
+void add_flat(Value& flat, std::int64_t off, const Value& src, std::int64_t n)
+{
+    char* out = static_cast<char*>(flat.raw()) + off * static_cast<std::int64_t>(itemsize(flat.dtype()));
+    if (flat.dtype() == DType::f32) add_as<float>(out, src.raw(), n);
+    else add_as<double>(out, src.raw(), n);
+}
+
+template <class T>
 static void divide_as(void* data, std::int64_t n, int by)
 {
     T* p = static_cast<T*>(data);

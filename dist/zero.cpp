@@ -4,7 +4,7 @@
 // shard · world elements; rank r owns elements [r · shard, (r + 1) · shard). The inner
 // optimizer's tensors are views of the model's parameters (it updates them in place), their
 // gradients views of the reduce-scatter's result, so besides the optimizer's own state ZeRO
-// keeps one flat buffer per dtype, the size of the parameters, and copies nothing else.
+// keeps one flat buffer per dtype, the size of the parameters, and one shard's receive buffer.
 #include "dist/zero.hpp"
 
 #include <algorithm>
@@ -26,9 +26,10 @@ struct ZeroRedundancyOptimizer::Space {
     DType dtype = DType::f32;
     std::int64_t numel = 0;  ///< parameter elements, without the padding
     std::int64_t shard = 0;  ///< elements per rank: ceil(numel / world)
-    /// shard · world elements: the gradients to reduce-scatter (in place: this rank's averaged
-    /// shard lands in the first `shard` elements), then the parameters to all-gather (in place)
+    /// shard · world elements: the gradients to reduce-scatter (in place: this rank's block
+    /// ends up holding the average), then the parameters to all-gather (in place)
     Value flat;
+    Value recv;  ///< shard elements: the reduce-scatter's incoming block
 };
 
 namespace {
@@ -124,6 +125,7 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, con
                     " elements make shards of ", s.shard, " elements, more than one MPI call takes (", detail::max_count,
                     "); use more ranks");
         s.flat = Value::zeros(Shape{s.shard * world}, s.dtype);
+        s.recv = Value::zeros(Shape{s.shard}, s.dtype);
     }
     // this rank's pieces: each parameter's overlap with the rank's block of its space
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -168,27 +170,44 @@ void ZeroRedundancyOptimizer::reduce_gradients()
                            params_[i].numel());
     }
     const char* name = "ZeroRedundancyOptimizer::reduce_gradients";
+    all_reduce_vec(has, MPI_INT, MPI_SUM, name);
+    // A ring reduce-scatter of point-to-point messages, not MPI_Ireduce_scatter_block: Open
+    // MPI's non-blocking one (libnbc) reduces everything on rank 0 through a temporary buffer
+    // the size of the gradients, then scatters. In round k rank r passes block r - k - 1 on to
+    // rank r + 1 and adds block r - k - 2 from rank r - 1 into its own; after world - 1 rounds
+    // block r holds the sum over every rank.
     MPI_Comm c = detail::comm(name);
-    collective(name, describe("gradient reduce-scatter"), [&](std::vector<MPI_Request>& r) {
-        r.emplace_back(MPI_REQUEST_NULL);
-        detail::check(MPI_Iallreduce(MPI_IN_PLACE, has.data(), static_cast<int>(has.size()), MPI_INT, MPI_SUM, c,
-                                     &r.back()),
-                      name);
-        for (Space& s : spaces_) {
-            r.emplace_back(MPI_REQUEST_NULL);
-            detail::check(MPI_Ireduce_scatter_block(MPI_IN_PLACE, s.flat.raw(), static_cast<int>(s.shard),
-                                                    detail::mpi_type(s.dtype), MPI_SUM, c, &r.back()),
-                          name);
-        }
-    });
-    for (Space& s : spaces_) detail::divide(s.flat, s.shard, world);
+    const int me = rank(), next = (me + 1) % world, prev = (me + world - 1) % world;
+    auto block = [world](int b) { return ((b % world) + world) % world; };
+    for (int k = 0; k + 1 < world; ++k) {
+        collective(name, describe("gradient reduce-scatter"), [&](std::vector<MPI_Request>& r) {
+            for (std::size_t si = 0; si < spaces_.size(); ++si) {
+                Space& s = spaces_[si];
+                const MPI_Datatype t = detail::mpi_type(s.dtype);
+                const int count = static_cast<int>(s.shard), tag = static_cast<int>(si);
+                char* send = static_cast<char*>(s.flat.raw()) +
+                             block(me - k - 1) * s.shard * static_cast<std::int64_t>(itemsize(s.dtype));
+                r.emplace_back(MPI_REQUEST_NULL);
+                detail::check(MPI_Irecv(s.recv.raw(), count, t, prev, tag, c, &r.back()), name);
+                r.emplace_back(MPI_REQUEST_NULL);
+                detail::check(MPI_Isend(send, count, t, next, tag, c, &r.back()), name);
+            }
+        });
+        for (Space& s : spaces_) detail::add_flat(s.flat, block(me - k - 2) * s.shard, s.recv, s.shard);
+    }
+    for (Space& s : spaces_) {
+        Value mine = s.flat.narrow0(me * s.shard, (me + 1) * s.shard);
+        detail::divide(mine, s.shard, world);
+    }
     for (std::size_t k = 0; k < pieces_.size(); ++k) {
         const ShardPiece& pc = pieces_[k];
         if (!has[pc.param]) {
             shard_[k].impl()->grad = Value();  // no rank produced one: the optimizer skips it
             continue;
         }
-        shard_[k].impl()->grad = spaces_[piece_space_[k]].flat.narrow0(piece_at_[k], piece_at_[k] + (pc.end - pc.begin));
+        const Space& s = spaces_[piece_space_[k]];
+        const std::int64_t at = me * s.shard + piece_at_[k];
+        shard_[k].impl()->grad = s.flat.narrow0(at, at + (pc.end - pc.begin));
     }
     reduced_ = true;
 }
@@ -242,7 +261,7 @@ std::string ZeroRedundancyOptimizer::describe(const char* what) const
 
 void ZeroRedundancyOptimizer::gather_parameters()
 {
-    // this rank's updated block into place (over the gradients, now used), then everyone's
+    // this rank's updated block into place (over its gradients, now used), then everyone's
     const int me = rank();
     for (std::size_t k = 0; k < pieces_.size(); ++k) {
         Space& s = spaces_[piece_space_[k]];

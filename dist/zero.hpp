@@ -40,9 +40,8 @@ public:
     ZeroRedundancyOptimizer(const ZeroRedundancyOptimizer&) = delete;
     ZeroRedundancyOptimizer& operator=(const ZeroRedundancyOptimizer&) = delete;
 
-    /// Average the parameters' gradients over the ranks into this rank's shard
-    /// (MPI_Ireduce_scatter_block). step() and clip_grad_norm() call it when needed; once per
-    /// step. A missing gradient counts as zeros; a parameter without a gradient on every rank
+    /// Average the parameters' gradients over the ranks into this rank's shard (a ring
+    /// reduce-scatter). step() and clip_grad_norm() call it when needed; once per step. A missing gradient counts as zeros; a parameter without a gradient on every rank
     /// keeps none in the shard, so the inner optimizer skips it, as it would in one process.
     void reduce_gradients();
     /// clip_grad_norm over the whole model's averaged gradients (each rank's shard, the norm
