@@ -4,7 +4,7 @@
 // shard · world elements; rank r owns elements [r · shard, (r + 1) · shard). The inner
 // optimizer's tensors are views of the model's parameters (it updates them in place), their
 // gradients views of the reduce-scatter's result, so besides the optimizer's own state ZeRO
-// keeps one flat buffer per dtype, the size of the parameters, and one shard's receive buffer.
+// keeps one flat buffer per dtype, the size of the parameters, and a 4-8 MiB receive buffer.
 #include "dist/zero.hpp"
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "dist/comm.hpp"
 #include "tensor/errors.hpp"
@@ -29,11 +30,13 @@ struct ZeroRedundancyOptimizer::Space {
     /// shard · world elements: the gradients to reduce-scatter (in place: this rank's block
     /// ends up holding the average), then the parameters to all-gather (in place)
     Value flat;
-    Value recv;  ///< shard elements: the reduce-scatter's incoming block
+    Value recv;  ///< up to ring_chunk elements: the reduce-scatter's incoming chunk
 };
 
 namespace {
 constexpr const char* who = "ZeroRedundancyOptimizer";
+/// Elements per reduce-scatter message (4 MiB of float32): the receive buffer's size.
+std::int64_t ring_chunk = std::int64_t{1} << 20;
 
 /// Start every request in `start` and wait for them with the timeout.
 template <class Start>
@@ -68,6 +71,15 @@ bool split_state_key(const std::string& key, std::size_t& k, std::string& field)
 
 std::string state_key(std::size_t k, const std::string& field) { return "state." + std::to_string(k) + "." + field; }
 }  // namespace
+
+namespace detail {
+std::int64_t set_reduce_scatter_chunk(std::int64_t elements)
+{
+    SPOOL_CHECK(elements > 0 && elements <= max_count, ValueError,
+                "dist::detail::set_reduce_scatter_chunk: elements must be in [1, ", max_count, "]; got ", elements);
+    return std::exchange(ring_chunk, elements);
+}
+}  // namespace detail
 
 // ---- construction ---------------------------------------------------------------------------
 
@@ -125,7 +137,7 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, con
                     " elements make shards of ", s.shard, " elements, more than one MPI call takes (", detail::max_count,
                     "); use more ranks");
         s.flat = Value::zeros(Shape{s.shard * world}, s.dtype);
-        s.recv = Value::zeros(Shape{s.shard}, s.dtype);
+        s.recv = Value::zeros(Shape{std::min(s.shard, ring_chunk)}, s.dtype);
     }
     // this rank's pieces: each parameter's overlap with the rank's block of its space
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -175,25 +187,36 @@ void ZeroRedundancyOptimizer::reduce_gradients()
     // MPI's non-blocking one (libnbc) reduces everything on rank 0 through a temporary buffer
     // the size of the gradients, then scatters. In round k rank r passes block r - k - 1 on to
     // rank r + 1 and adds block r - k - 2 from rank r - 1 into its own; after world - 1 rounds
-    // block r holds the sum over every rank.
+    // block r holds the sum over every rank. Blocks travel in chunks of at most ring_chunk
+    // elements, so the receive buffer stays small.
     MPI_Comm c = detail::comm(name);
     const int me = rank(), next = (me + 1) % world, prev = (me + world - 1) % world;
     auto block = [world](int b) { return ((b % world) + world) % world; };
+    const std::string what = describe("gradient reduce-scatter");
     for (int k = 0; k + 1 < world; ++k) {
-        collective(name, describe("gradient reduce-scatter"), [&](std::vector<MPI_Request>& r) {
-            for (std::size_t si = 0; si < spaces_.size(); ++si) {
-                Space& s = spaces_[si];
-                const MPI_Datatype t = detail::mpi_type(s.dtype);
-                const int count = static_cast<int>(s.shard), tag = static_cast<int>(si);
-                char* send = static_cast<char*>(s.flat.raw()) +
-                             block(me - k - 1) * s.shard * static_cast<std::int64_t>(itemsize(s.dtype));
-                r.emplace_back(MPI_REQUEST_NULL);
-                detail::check(MPI_Irecv(s.recv.raw(), count, t, prev, tag, c, &r.back()), name);
-                r.emplace_back(MPI_REQUEST_NULL);
-                detail::check(MPI_Isend(send, count, t, next, tag, c, &r.back()), name);
+        for (std::size_t si = 0; si < spaces_.size(); ++si) {
+            Space& s = spaces_[si];
+            const MPI_Datatype t = detail::mpi_type(s.dtype);
+            const auto item = static_cast<std::int64_t>(itemsize(s.dtype));
+            const std::int64_t out = block(me - k - 1) * s.shard, in = block(me - k - 2) * s.shard;
+            const std::int64_t chunk = s.recv.numel();  // ring_chunk when this optimizer was built
+            std::vector<MPI_Request> sends;  // all chunks at once: they read a block nobody writes this round
+            for (std::int64_t at = 0; at < s.shard; at += chunk) {
+                const int count = static_cast<int>(std::min(chunk, s.shard - at));
+                sends.emplace_back(MPI_REQUEST_NULL);
+                detail::check(MPI_Isend(static_cast<char*>(s.flat.raw()) + (out + at) * item, count, t, next, 0, c,
+                                        &sends.back()),
+                              name);
             }
-        });
-        for (Space& s : spaces_) detail::add_flat(s.flat, block(me - k - 2) * s.shard, s.recv, s.shard);
+            for (std::int64_t at = 0; at < s.shard; at += chunk) {
+                const int count = static_cast<int>(std::min(chunk, s.shard - at));
+                MPI_Request recv = MPI_REQUEST_NULL;
+                detail::check(MPI_Irecv(s.recv.raw(), count, t, prev, 0, c, &recv), name);
+                detail::wait_all(&recv, 1, name, what);
+                detail::add_flat(s.flat, in + at, s.recv, count);
+            }
+            detail::wait_all(sends.data(), static_cast<int>(sends.size()), name, what);
+        }
     }
     for (Space& s : spaces_) {
         Value mine = s.flat.narrow0(me * s.shard, (me + 1) * s.shard);

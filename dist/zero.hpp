@@ -87,4 +87,10 @@ private:
     bool reduced_ = false;                    ///< reduce_gradients() ran this step
 };
 
+namespace detail {
+/// Tests only: the reduce-scatter's message size in elements (default 2^20), for optimizers
+/// built afterwards; returns the previous one.
+std::int64_t set_reduce_scatter_chunk(std::int64_t elements);
+}  // namespace detail
+
 }  // namespace spool::dist
