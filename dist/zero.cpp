@@ -129,6 +129,7 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, con
         }
         space_of_[i] = static_cast<int>(it - spaces_.begin());
         offset_of_[i] = it->numel;
+        numel_of_.push_back(params_[i].numel());
         it->numel += params_[i].numel();
     }
     for (Space& s : spaces_) {
@@ -258,9 +259,28 @@ double ZeroRedundancyOptimizer::clip_grad_norm(double max_norm, double norm_type
     return total;
 }
 
+void ZeroRedundancyOptimizer::follow_parameters()
+{
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        const Value& now = params_[i].value();
+        const DType dt = spaces_[space_of_[i]].dtype;
+        SPOOL_CHECK(now.dtype() == dt && now.numel() == numel_of_[i], ValueError, who, "::step: parameter ", i,
+                    " was ", dtype_name(dt), " of ", numel_of_[i], " elements and is now ", dtype_name(now.dtype()), " ",
+                    to_string(now.shape()), "; build a new ZeroRedundancyOptimizer after changing the model");
+    }
+    // Module::load_state_dict (io::load_checkpoint) gives a parameter new storage: view that
+    for (std::size_t k = 0; k < pieces_.size(); ++k) {
+        const ShardPiece& pc = pieces_[k];
+        const Value& now = params_[pc.param].value();
+        Value& view = shard_[k].impl()->value;
+        if (!view.shares_storage(now)) view = now.view(Shape{now.numel()}).narrow0(pc.begin, pc.end);
+    }
+}
+
 bool ZeroRedundancyOptimizer::step()
 {
     reduce_gradients();
+    follow_parameters();
     if (inner_->skips_nonfinite()) {
         // every rank must agree, or the ranks' parameters would part ways
         std::vector<const Value*> grads;

@@ -72,6 +72,7 @@ public:
 
 private:
     struct Space;  ///< the flat buffers of one dtype (zero.cpp)
+    void follow_parameters();
     void gather_parameters();
     std::string describe(const char* what) const;  ///< what a collective carried, for DistError
 
@@ -79,6 +80,7 @@ private:
     std::vector<Space> spaces_;
     std::vector<int> space_of_;               ///< per parameter
     std::vector<std::int64_t> offset_of_;     ///< per parameter: its first element in its space
+    std::vector<std::int64_t> numel_of_;      ///< per parameter: its size when laid out
     std::vector<ShardPiece> pieces_;
     std::vector<Tensor> shard_;               ///< per piece: the inner optimizer's tensor, a view of the parameter
     std::vector<int> piece_space_;            ///< per piece: its space

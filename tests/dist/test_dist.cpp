@@ -562,18 +562,27 @@ TEST_CASE("ZeRO-1 over odd sizes and two dtypes: padding, missing gradients, sta
         }
     }
     CHECK_FALSE(mine.count("state.5.step"));  // never updated: no state, as in one process
-    // it loads into a single-process Adam, and back into a fresh ZeRO, which then steps as the first
+    // it loads into a single-process Adam, and back into a fresh ZeRO, which then steps as the
+    // first: the resume recipe (the model's load_state_dict gives its parameters new storage)
     optim::Adam single(dp, opts);
     single.load_state_dict(mine);
-    for (std::size_t i = 0; i < mp2.size(); ++i)
-        for (std::int64_t j = 0; j < mp[i].numel(); ++j) mp2[i].value().set(j, mp[i].value().at(j));
     dist::ZeroRedundancyOptimizer zero2(mp2, adam_factory(opts));
+    m2.load_state_dict(m.state_dict());
     zero2.load_state_dict(mine);
     set_grads(mp, 3);
     set_grads(mp2, 3);
     zero.step();
     zero2.step();
     for (std::size_t i = 0; i < mp.size(); ++i) CHECK(mp2[i].tolist() == mp[i].tolist());
+    for (const Tensor& p : mp2) CHECK(same_on_all_ranks(p));
+    // a model changed under it (here: another dtype) is refused, naming the parameter
+    m2.to(f64);
+    set_grads(mp2, 4);
+    CHECK_THROWS_WITH_AS(zero2.step(),
+                         doctest::Contains("ZeroRedundancyOptimizer::step: parameter 2 was float32 of 8 elements and "
+                                           "is now float64 (8,); build a new ZeroRedundancyOptimizer"),
+                         ValueError);
+    zero2.zero_grad();
     if (me == 0) MESSAGE("ZeRO-1 vs DDP with clipping, largest relative difference: ", clipped_worst);
 }
 
