@@ -41,8 +41,9 @@ public:
     ZeroRedundancyOptimizer& operator=(const ZeroRedundancyOptimizer&) = delete;
 
     /// Average the parameters' gradients over the ranks into this rank's shard (a ring
-    /// reduce-scatter). step() and clip_grad_norm() call it when needed; once per step. A missing gradient counts as zeros; a parameter without a gradient on every rank
-    /// keeps none in the shard, so the inner optimizer skips it, as it would in one process.
+    /// reduce-scatter); step() and clip_grad_norm() call it when needed, once per step. A
+    /// missing gradient counts as zeros; a parameter without a gradient on every rank keeps
+    /// none in the shard, so the inner optimizer skips it, as it would in one process.
     void reduce_gradients();
     /// clip_grad_norm over the whole model's averaged gradients (each rank's shard, the norm
     /// all-reduced); returns the total norm, the same on every rank.
@@ -55,15 +56,16 @@ public:
     /// Drop (or zero) the model's gradients and the shard's.
     void zero_grad(bool set_to_none = true);
 
-    /// The inner optimizer: its lr, options and schedules (`optim::NoamLR sched(zero.optimizer(), ...)`).
+    /// The inner optimizer: its lr and options, and what schedules attach to
+    /// (`optim::NoamLR sched(zero.optimizer(), ...)`).
     optim::Optimizer& optimizer() const { return *inner_; }
     const std::vector<Tensor>& parameters() const { return params_; }
     const std::vector<ShardPiece>& pieces() const { return pieces_; }
     /// Bytes of optimizer state on this rank (the inner optimizer's state_bytes()).
     std::size_t state_bytes() const { return inner_->state_bytes(); }
 
-    /// Collective: on rank `to`, the state_dict that a single-process optimizer made by the same
-    /// factory over parameters() would have ("state.<i>.exp_avg" of each parameter's shape...);
+    /// Collective: on rank `to`, the state_dict that one process's optimizer made by the same
+    /// factory over parameters() would have ("state.<i>.exp_avg" in parameter i's shape, ...);
     /// empty on the other ranks. Load it into such an optimizer to write a checkpoint.
     optim::StateDict consolidate_state_dict(int to = 0);
     /// Load a single-process state_dict (consolidate_state_dict's layout) on every rank: each
