@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "bench/t_small.hpp"
 #include "bench/train_step.hpp"
 #include "spool.hpp"
 
@@ -24,10 +25,7 @@ inline void run_spool_steps(const Config& c, int threads, const SpoolStepHooks& 
 {
     set_num_threads(threads);
     manual_seed(0);
-    nn::Seq2SeqTransformer model({.src_vocab = c.vocab, .tgt_vocab = c.vocab, .d_model = c.d_model, .nhead = c.heads,
-                                  .num_encoder_layers = c.layers, .num_decoder_layers = c.layers,
-                                  .dim_feedforward = c.ff, .dropout = c.dropout, .max_len = 4096,
-                                  .tie_weights = true});
+    nn::Seq2SeqTransformer model(t_small_options(c));
     model.train();
     if (h.on_model) h.on_model(model);
     optim::Adam opt(model.named_parameters(), optim::AdamOptions{.lr = 1.0, .betas = {0.9, 0.98}, .eps = 1e-9});

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 
 #include "autograd/tape.hpp"
 #include "dist/comm.hpp"
@@ -26,19 +25,11 @@ using steady = std::chrono::steady_clock;
 
 double since(steady::time_point t) { return std::chrono::duration<double>(steady::now() - t).count(); }
 
-template <class T>
-void divide(T* p, std::int64_t n, int by)
-{
-    for (std::int64_t i = 0; i < n; ++i) p[i] /= static_cast<T>(by);
-}
-
-/// out = a + b (b may be null: out = a), elementwise: what backward's commit computes.
+/// out = a + b, elementwise: what backward's commit computes.
 template <class T>
 void add_into(T* out, const T* a, const T* b, std::int64_t n)
 {
-    if (!b) std::memcpy(out, a, static_cast<std::size_t>(n) * sizeof(T));
-    else
-        for (std::int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+    for (std::int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 }  // namespace
 
@@ -119,13 +110,12 @@ void DistributedDataParallel::write_grad(int i, const Value* pass_grad)
     const Value* b = pass_grad && g.defined() ? &g.value() : nullptr;
     Value& flat = flat_[bucket_of_[i]];
     const std::int64_t n = params_[i].numel(), off = offset_of_[i];
-    if (!a) {
-        std::memset(static_cast<char*>(flat.raw()) + off * itemsize(flat.dtype()), 0,
-                    static_cast<std::size_t>(n) * itemsize(flat.dtype()));
+    if (!a || !b) {
+        detail::write_flat(flat, off, a, n);  // a copy, or zeros without a gradient
     } else if (flat.dtype() == DType::f32) {
-        add_into(flat.data<float>() + off, a->data<float>(), b ? b->data<float>() : nullptr, n);
+        add_into(flat.data<float>() + off, a->data<float>(), b->data<float>(), n);
     } else {
-        add_into(flat.data<double>() + off, a->data<double>(), b ? b->data<double>() : nullptr, n);
+        add_into(flat.data<double>() + off, a->data<double>(), b->data<double>(), n);
     }
     const Bucket& bk = buckets_[bucket_of_[i]];
     flat.set(bk.numel + slot_of_[i], a ? 1.0 : 0.0);
@@ -180,10 +170,7 @@ void DistributedDataParallel::finish_gradient_sync()
     for (std::size_t k = 0; k < buckets_.size(); ++k) {
         const Bucket& b = buckets_[k];
         Value& flat = flat_[k];
-        if (b.dtype == DType::f32) divide(flat.data<float>(), b.numel, world);
-        else divide(flat.data<double>(), b.numel, world);
-        const char* in = static_cast<const char*>(flat.raw());
-        const std::size_t item = itemsize(b.dtype);
+        detail::divide(flat, b.numel, world);
         for (std::size_t s = 0; s < b.params.size(); ++s) {
             Tensor& p = params_[b.params[s]];
             if (flat.at(b.numel + static_cast<std::int64_t>(s)) == 0) {
@@ -191,8 +178,7 @@ void DistributedDataParallel::finish_gradient_sync()
                 continue;
             }
             Value g = Value::empty(p.shape(), b.dtype);
-            std::memcpy(g.raw(), in + offset_of_[b.params[s]] * static_cast<std::int64_t>(item),
-                        static_cast<std::size_t>(p.numel()) * item);
+            detail::read_flat(flat, offset_of_[b.params[s]], g, p.numel());
             p.set_grad(Tensor(std::move(g)));
         }
     }

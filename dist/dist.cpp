@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -140,7 +141,7 @@ void set_timeout(double seconds)
     g_timeout = seconds;
 }
 
-// ---- internals shared with ddp.cpp ---------------------------------------------------------
+// ---- internals shared with ddp.cpp and zero.cpp ---------------------------------------------------------
 
 namespace detail {
 
@@ -200,6 +201,54 @@ void wait_all(MPI_Request* requests, int n, const char* collective, const std::s
     }
 }
 
+void write_flat(Value& flat, std::int64_t off, const Value* src, std::int64_t n)
+{
+    const std::size_t item = itemsize(flat.dtype());
+    char* out = static_cast<char*>(flat.raw()) + off * static_cast<std::int64_t>(item);
+    if (src) std::memcpy(out, src->raw(), static_cast<std::size_t>(n) * item);
+    else std::memset(out, 0, static_cast<std::size_t>(n) * item);
+}
+
+void read_flat(const Value& flat, std::int64_t off, const Value& dst, std::int64_t n)
+{
+    const std::size_t item = itemsize(flat.dtype());
+    dst.bump_version();
+    std::memcpy(dst.raw(), static_cast<const char*>(flat.raw()) + off * static_cast<std::int64_t>(item),
+                static_cast<std::size_t>(n) * item);
+}
+
+template <class T>
+static void add_as(void* out, const void* src, std::int64_t n)
+{
+    T* o = static_cast<T*>(out);
+    const T* s = static_cast<const T*>(src);
+    for (std::int64_t i = 0; i < n; ++i) o[i] += s[i];
+}
+
+void add_flat(Value& flat, std::int64_t off, const Value& src, std::int64_t n)
+{
+    char* out = static_cast<char*>(flat.raw()) + off * static_cast<std::int64_t>(itemsize(flat.dtype()));
+    if (flat.dtype() == DType::f32) add_as<float>(out, src.raw(), n);
+    else add_as<double>(out, src.raw(), n);
+}
+
+template <class T>
+static void divide_as(void* data, std::int64_t n, int by)
+{
+    T* p = static_cast<T*>(data);
+    for (std::int64_t i = 0; i < n; ++i) p[i] /= static_cast<T>(by);
+}
+
+void divide(Value& flat, std::int64_t n, int by)
+{
+    switch (flat.dtype()) {
+    case DType::f32: divide_as<float>(flat.raw(), n, by); break;
+    case DType::f64: divide_as<double>(flat.raw(), n, by); break;
+    case DType::i64: divide_as<std::int64_t>(flat.raw(), n, by); break;
+    case DType::b8: SPOOL_ASSERT(false); break;
+    }
+}
+
 void recover_after_timeout()
 {
     for (MPI_Request& r : g_abandoned) MPI_Wait(&r, MPI_STATUS_IGNORE);
@@ -222,18 +271,7 @@ void all_reduce(Tensor& t, ReduceOp op)
         return MPI_Iallreduce(MPI_IN_PLACE, p, count, detail::mpi_type(dt), MPI_SUM, c, r);
     });
     detail::wait_all(reqs.data(), static_cast<int>(reqs.size()), "all_reduce", describe(t));
-    if (op != ReduceOp::avg || g_size == 1) return;
-    const std::int64_t n = t.numel();
-    if (dt == DType::f32) {
-        float* p = reinterpret_cast<float*>(data);
-        for (std::int64_t i = 0; i < n; ++i) p[i] /= static_cast<float>(g_size);
-    } else if (dt == DType::f64) {
-        double* p = reinterpret_cast<double*>(data);
-        for (std::int64_t i = 0; i < n; ++i) p[i] /= g_size;
-    } else {
-        std::int64_t* p = reinterpret_cast<std::int64_t*>(data);
-        for (std::int64_t i = 0; i < n; ++i) p[i] /= g_size;
-    }
+    if (op == ReduceOp::avg && g_size > 1) detail::divide(t.value(), t.numel(), g_size);
 }
 
 void broadcast(Tensor& t, int root)

@@ -33,6 +33,7 @@ using AdamWOptions = AdamOptionsT<true>;
 struct AdamParamState {
     std::int64_t step = 0;
     Value exp_avg, exp_avg_sq, max_exp_avg_sq;  ///< max_exp_avg_sq with amsgrad only
+    std::size_t nbytes() const { return exp_avg.nbytes() + exp_avg_sq.nbytes() + max_exp_avg_sq.nbytes(); }
 };
 
 /// Throws ValueError naming the bad option ("Adam: invalid beta1 parameter; got 1.5").

@@ -167,6 +167,14 @@ StateDict Optimizer::state_dict() const
     return sd;
 }
 
+std::size_t Optimizer::state_bytes() const
+{
+    std::size_t bytes = 0;
+    for (const auto& [key, entry] : state_dict())
+        if (const Value* v = std::get_if<Value>(&entry)) bytes += v->nbytes();
+    return bytes;
+}
+
 void Optimizer::load_state_dict(const StateDict& sd)
 {
     const char* who = name_.c_str();

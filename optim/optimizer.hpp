@@ -72,6 +72,9 @@ public:
 
     /// Options of every group, per-parameter state, guard counter: copies, plain data.
     StateDict state_dict() const;
+    /// Bytes of per-parameter tensor state held now (moments, momentum buffers), without a
+    /// copy; the default counts the tensors of a state_dict().
+    virtual std::size_t state_bytes() const;
     /// Restore from state_dict() of an optimizer of the same kind over parameters of the
     /// same shapes; everything is checked before anything changes.
     void load_state_dict(const StateDict& sd);
@@ -119,7 +122,8 @@ std::vector<ParamGroup> as_groups(std::vector<Tensor> params);
 std::vector<ParamGroup> as_groups(const NamedParameters& params);
 
 /// What every optimizer shares: the constructors, one Options per group (the defaults
-/// with the group's overrides, checked by validate(Options)), one State per parameter.
+/// with the group's overrides, checked by validate(Options)), one State per parameter
+/// (with nbytes(): the bytes of its tensors).
 template <class Options, class State>
 class OptimizerWith : public Optimizer {
 public:
@@ -141,6 +145,13 @@ public:
     }
 
     double lr(std::size_t group) const override { return options(group).lr; }
+    std::size_t state_bytes() const override
+    {
+        std::size_t bytes = 0;
+        for (const auto& group : state_)
+            for (const State& s : group) bytes += s.nbytes();
+        return bytes;
+    }
     void set_lr(std::size_t group, double lr) override { options(group).lr = lr; }
     /// The options of a group; changes take effect (and are validated) at the next step.
     Options& options(std::size_t group)

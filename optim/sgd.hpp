@@ -23,6 +23,7 @@ struct SGDOptions {
 /// Per-parameter state: the momentum buffer (undefined until the first step with momentum).
 struct SGDParamState {
     Value momentum_buffer;
+    std::size_t nbytes() const { return momentum_buffer.nbytes(); }
 };
 
 /// Throws ValueError naming the bad option ("SGD: invalid momentum value; got -0.9").

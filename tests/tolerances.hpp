@@ -38,6 +38,15 @@ inline constexpr Tolerance ddp_f32{.rtol = 1e-5, .atol = 1e-6};
 /// in_proj_weight, a rare character's embedding). 10x above that, as nn_parity_f32.
 inline constexpr Tolerance ddp_trainer_f32{.rtol = 1e-4, .atol = 1e-5};
 
+/// ZeRO-1 against DDP with the same optimizer, 2 ranks (tests/dist): exact. The averaged
+/// gradients are the same bits (a + b, then / 2, in both), and the optimizer kernels run their
+/// tail through the SIMD body on a padded copy, so splitting a parameter into shard pieces
+/// changes no element's arithmetic. With more ranks the two collectives may sum in different orders.
+inline constexpr Tolerance zero_vs_ddp{.rtol = 0, .atol = 0};
+/// The same with global-norm clipping: the norm's partial sums combine per rank, so the
+/// clipping factor may differ in its last bit.
+inline constexpr Tolerance zero_vs_ddp_clipped{.rtol = 1e-6, .atol = 1e-7};
+
 /// The parity tolerance for values of dtype dt (float32 or float64).
 constexpr Tolerance parity_tolerance(DType dt) { return dt == DType::f64 ? parity_f64 : parity_f32; }
 

@@ -3,16 +3,19 @@
 // every test case in the same order, so their collectives match. Values are chosen so that
 // sums over ranks are exact in float32, and the expected results are computed on each rank.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "dist/ddp.hpp"
 #include "dist/dist.hpp"
+#include "dist/zero.hpp"
 #include "spool.hpp"
 #include "tolerances.hpp"
 
@@ -329,6 +332,15 @@ TEST_CASE("no_sync accumulates locally; the next sync averages the accumulated g
 }
 
 namespace {
+/// A 2-layer TransformerEncoder of width E without dropout, its weights drawn from seed.
+nn::TransformerEncoder small_encoder(std::int64_t E, DType dt, std::uint64_t seed)
+{
+    manual_seed(seed);
+    return nn::TransformerEncoder({.layer = {.d_model = E, .nhead = 2, .dim_feedforward = 32, .dropout = 0.0,
+                                             .batch_first = true, .dtype = dt},
+                                   .num_layers = 2});
+}
+
 /// N optimizer steps of a 2-layer TransformerEncoder, data parallel over the ranks (each rank
 /// B / world rows of every batch) and, on every rank, in one process on the whole batch B.
 /// Returns the largest relative difference between the two over every element of magnitude
@@ -338,10 +350,7 @@ double ddp_matches_one_process(const OptOptions& opt_options, int steps, DType d
 {
     const int me = dist::rank(), world = dist::world_size();
     const std::int64_t B = 4, S = 5, E = 16;
-    manual_seed(21);
-    nn::TransformerEncoder model({.layer = {.d_model = E, .nhead = 2, .dim_feedforward = 32, .dropout = 0.0,
-                                            .batch_first = true, .dtype = dt},
-                                  .num_layers = 2});
+    nn::TransformerEncoder model = small_encoder(E, dt, 21);
     auto single = model.clone_as();
     dist::DistributedDataParallel ddp(model, {.bucket_cap_mb = 0.004, .first_bucket_mb = 0.004});  // ~4 KB: several buckets
     CHECK(ddp.buckets().size() > 3);
@@ -403,4 +412,321 @@ TEST_CASE("DDP with 2 ranks x B/2 rows equals one process with B rows: SGD and A
     if (dist::rank() == 0)
         MESSAGE("largest relative difference from one process over 3 steps: SGD float32 ", sgd, ", Adam float64 ",
                 adam);
+}
+
+// ---- ZeRO-1 ---------------------------------------------------------------------------------
+
+namespace {
+dist::OptimizerFactory adam_factory(optim::AdamOptions o)
+{
+    return [o](std::vector<Tensor> p) { return std::make_unique<optim::Adam>(std::move(p), o); };
+}
+
+/// The largest relative difference between got and want (elements of magnitude above 1e-3),
+/// and whether every element is within tol; prints the first element outside.
+double compare_params(const std::vector<Tensor>& got, const std::vector<Tensor>& want, test::Tolerance tol, bool& ok)
+{
+    double worst = 0;
+    ok = true;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        const std::vector<double> a = got[i].tolist(), b = want[i].tolist();
+        for (std::size_t j = 0; j < a.size(); ++j) {
+            if (std::abs(b[j]) > 1e-3) worst = std::max(worst, std::abs(a[j] - b[j]) / std::abs(b[j]));
+            if (ok && !test::close(a[j], b[j], tol)) {
+                MESSAGE("parameter ", i, " element ", j, ": ", a[j], " against ", b[j]);
+                ok = false;
+            }
+        }
+    }
+    return worst;
+}
+
+/// N Adam steps of a 2-layer TransformerEncoder, 2 ranks x B/2 rows, under ZeRO-1 and under
+/// DDP, with a LambdaLR schedule on both; the parameters compared after every step. Returns
+/// the largest relative difference.
+double zero_matches_ddp(DType dt, int steps)
+{
+    const int me = dist::rank(), world = dist::world_size();
+    const std::int64_t B = 4, S = 5, E = 16;
+    nn::TransformerEncoder model = small_encoder(E, dt, 31);
+    auto other = model.clone_as();
+    const optim::AdamOptions opts{.lr = 1e-3};
+    dist::DistributedDataParallel ddp(*other);
+    optim::Adam adam(other->parameters(), opts);
+    dist::ZeroRedundancyOptimizer zero(model.parameters(), adam_factory(opts));
+    auto decay = [](std::int64_t e) { return 1.0 / (1.0 + static_cast<double>(e)); };
+    optim::LambdaLR sched(zero.optimizer(), decay), sched_ddp(adam, decay);
+    double worst = 0;
+    for (int step = 0; step < steps; ++step) {
+        manual_seed(200 + static_cast<std::uint64_t>(step));
+        Tensor x = randn({B, S, E}, {.dtype = dt}), y = randn({B, S, E}, {.dtype = dt});
+        const std::int64_t per = B / world;
+        Tensor xs = slice(x, 0, me * per, (me + 1) * per), ys = slice(y, 0, me * per, (me + 1) * per);
+        {
+            Tape tape;
+            losses::mse_loss(model(xs), ys).backward();
+        }
+        CHECK(zero.step());
+        zero.zero_grad();
+        sched.step();
+        {
+            Tape tape;
+            losses::mse_loss((*other)(xs), ys).backward();
+        }
+        ddp.finish_gradient_sync();
+        adam.step();
+        adam.zero_grad();
+        sched_ddp.step();
+        CAPTURE(step);
+        bool ok = true;
+        worst = std::max(worst, compare_params(model.parameters(), other->parameters(), test::zero_vs_ddp, ok));
+        CHECK(ok);
+        for (const Tensor& p : model.parameters()) CHECK(same_on_all_ranks(p));
+    }
+    // Adam's state: half on each rank (the pieces partition the parameters; padding holds none)
+    std::vector<std::int64_t> bytes = {static_cast<std::int64_t>(zero.state_bytes())};
+    Tensor total = from_vector(bytes, {1});
+    dist::all_reduce(total);
+    CHECK(total.item<std::int64_t>() == static_cast<std::int64_t>(adam.state_bytes()));
+    CHECK(static_cast<double>(zero.state_bytes()) <= 0.5 * static_cast<double>(adam.state_bytes()) + 64);
+    return worst;
+}
+}  // namespace
+
+TEST_CASE("ZeRO-1 with Adam gives the same parameters as DDP with Adam: float32 and float64, 4 steps")
+{
+    setup();
+    // 333-element messages: the reduce-scatter sends every block in several chunks
+    const std::int64_t chunk = dist::detail::set_reduce_scatter_chunk(333);
+    const double single = zero_matches_ddp(f32, 4);
+    const double twice = zero_matches_ddp(f64, 4);
+    dist::detail::set_reduce_scatter_chunk(chunk);
+    if (dist::rank() == 0) MESSAGE("ZeRO-1 vs DDP, largest relative difference: float32 ", single, ", float64 ", twice);
+}
+
+TEST_CASE("ZeRO-1 over odd sizes and two dtypes: padding, missing gradients, state_dict and clipping as DDP")
+{
+    setup();
+    const int me = dist::rank();
+    std::vector<std::pair<std::int64_t, DType>> specs;
+    for (std::int64_t n : sizes) specs.push_back({n, n % 2 ? f64 : f32});
+    specs.push_back({3, f32});  // 81 float64 and 1011 float32 elements: both shards padded
+    ManyParams m(specs), d(specs), m2(specs);
+    std::vector<Tensor> mp = m.parameters(), dp = d.parameters(), mp2 = m2.parameters();
+    for (std::size_t i = 0; i < mp.size(); ++i)
+        for (std::int64_t j = 0; j < mp[i].numel(); ++j) {
+            const double v = value_at(j + 3 * static_cast<std::int64_t>(i), 0);
+            mp[i].value().set(j, v);
+            dp[i].value().set(j, v);
+        }
+    const optim::AdamOptions opts{.lr = 1e-2, .weight_decay = 0.1};
+    const std::int64_t chunk = dist::detail::set_reduce_scatter_chunk(7);  // chunks with a short last one
+    dist::ZeroRedundancyOptimizer zero(mp, adam_factory(opts));
+    dist::detail::set_reduce_scatter_chunk(chunk);
+    dist::DistributedDataParallel ddp(d);
+    optim::Adam adam(dp, opts);
+    CHECK_FALSE(zero.pieces().empty());
+    // rank r's gradient; parameter 3 has one on rank 0 only, parameter 5 on none
+    auto set_grads = [&](std::vector<Tensor>& ps, int step) {
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+            if (i == 5 || (i == 3 && me != 0)) continue;
+            std::vector<double> g(static_cast<std::size_t>(ps[i].numel()));
+            for (std::size_t j = 0; j < g.size(); ++j) g[j] = value_at(static_cast<std::int64_t>(j + i) + step, me) * 4;
+            ps[i].set_grad(from_vector(g, {ps[i].numel()}, {.dtype = ps[i].dtype()}));
+        }
+    };
+    double norm = 0, norm_ddp = 0, clipped_worst = 0;
+    for (int step = 0; step < 3; ++step) {
+        CAPTURE(step);
+        set_grads(mp, step);
+        norm = zero.clip_grad_norm(5.0);
+        CHECK(zero.step());
+        zero.zero_grad();
+        set_grads(dp, step);
+        ddp.finish_gradient_sync();
+        norm_ddp = optim::clip_grad_norm(dp, 5.0);
+        adam.step();
+        adam.zero_grad();
+        CHECK(norm == doctest::Approx(norm_ddp).epsilon(1e-12));
+        CHECK(norm > 5.0);  // clipping took effect
+        bool ok = true;
+        clipped_worst = std::max(clipped_worst, compare_params(mp, dp, test::zero_vs_ddp_clipped, ok));
+        CHECK(ok);
+        CHECK(mp[5].tolist() == dp[5].tolist());  // no gradient anywhere: not updated (not even decayed)
+        for (const Tensor& p : mp) CHECK(same_on_all_ranks(p));
+    }
+
+    // the consolidated state is Adam's single-process state_dict, on the rank asked
+    const optim::StateDict sd0 = zero.consolidate_state_dict(0), sd1 = zero.consolidate_state_dict(1);
+    const optim::StateDict& mine = me == 0 ? sd0 : sd1;
+    CHECK((me == 0 ? sd1 : sd0).empty());
+    const optim::StateDict want = adam.state_dict();
+    REQUIRE(mine.size() == want.size());
+    for (const auto& [key, entry] : want) {
+        CAPTURE(key);
+        REQUIRE(mine.count(key) == 1);
+        if (const Value* v = std::get_if<Value>(&entry)) {
+            const Value& g = std::get<Value>(mine.at(key));
+            REQUIRE(g.shape() == v->shape());
+            for (std::int64_t j = 0; j < v->numel(); ++j)
+                CHECK(test::close(g.at(j), v->at(j), test::zero_vs_ddp_clipped));
+        } else {
+            CHECK(mine.at(key).index() == entry.index());
+            if (entry.index() == 0) CHECK(std::get<std::int64_t>(mine.at(key)) == std::get<std::int64_t>(entry));
+            if (entry.index() == 1) CHECK(std::get<double>(mine.at(key)) == std::get<double>(entry));
+            if (entry.index() == 2) CHECK(std::get<std::string>(mine.at(key)) == std::get<std::string>(entry));
+        }
+    }
+    CHECK_FALSE(mine.count("state.5.step"));  // never updated: no state, as in one process
+    // it loads into a single-process Adam, and back into a fresh ZeRO, which then steps as the
+    // first: the resume recipe (the model's load_state_dict gives its parameters new storage)
+    optim::Adam single(dp, opts);
+    single.load_state_dict(mine);
+    dist::ZeroRedundancyOptimizer zero2(mp2, adam_factory(opts));
+    m2.load_state_dict(m.state_dict());
+    zero2.load_state_dict(mine);
+    set_grads(mp, 3);
+    set_grads(mp2, 3);
+    zero.step();
+    zero2.step();
+    for (std::size_t i = 0; i < mp.size(); ++i) CHECK(mp2[i].tolist() == mp[i].tolist());
+    for (const Tensor& p : mp2) CHECK(same_on_all_ranks(p));
+    // a model changed under it (here: another dtype) is refused, naming the parameter
+    m2.to(f64);
+    set_grads(mp2, 4);
+    CHECK_THROWS_WITH_AS(zero2.step(),
+                         doctest::Contains("ZeroRedundancyOptimizer::step: parameter 2 was float32 of 8 elements and "
+                                           "is now float64 (8,); build a new ZeroRedundancyOptimizer"),
+                         ValueError);
+    zero2.zero_grad();
+    if (me == 0) MESSAGE("ZeRO-1 vs DDP with clipping, largest relative difference: ", clipped_worst);
+}
+
+TEST_CASE("a ZeRO-1 checkpoint resumes in one process with a plain Adam, and a fresh ZeRO resumes from it")
+{
+    setup();
+    const int me = dist::rank(), world = dist::world_size();
+    const std::int64_t B = 4, S = 3, E = 16, per = B / world;
+    auto adam = adam_factory({.lr = 1e-3});
+    auto batch = [&](int step) {
+        manual_seed(300 + static_cast<std::uint64_t>(step));
+        return std::pair{randn({B, S, E}, {.dtype = f64}), randn({B, S, E}, {.dtype = f64})};
+    };
+    auto backward = [](nn::TransformerEncoder& m, const Tensor& x, const Tensor& y) {
+        Tape tape;
+        losses::mse_loss(m(x), y).backward();
+    };
+    auto zero_step = [&](nn::TransformerEncoder& m, dist::ZeroRedundancyOptimizer& z, int step) {
+        auto [x, y] = batch(step);
+        backward(m, slice(x, 0, me * per, (me + 1) * per), slice(y, 0, me * per, (me + 1) * per));
+        z.step();
+        z.zero_grad();
+    };
+    nn::TransformerEncoder model = small_encoder(E, f64, 41);
+    dist::ZeroRedundancyOptimizer zero(model.parameters(), adam);
+    for (int step = 0; step < 2; ++step) zero_step(model, zero, step);
+
+    // rank 0 writes the checkpoint, in the layout of one process
+    Tensor pid = from_vector(std::vector<std::int64_t>{static_cast<std::int64_t>(::getpid())}, {1});
+    dist::broadcast(pid, 0);
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("spool_zero_" + std::to_string(pid.item<std::int64_t>()) + ".safetensors"))
+                                 .string();
+    const optim::StateDict full = zero.consolidate_state_dict(0);
+    if (me == 0) {
+        auto single = adam(model.parameters());
+        single->load_state_dict(full);
+        io::save_checkpoint(path, model, single.get(), nullptr, {.step = 2});
+    }
+    dist::barrier();
+
+    // one process: a plain Adam over another model takes it, then the whole batch's step
+    nn::TransformerEncoder one = small_encoder(E, f64, 42);
+    optim::Adam adam_one(one.parameters(), {.lr = 1e-3});
+    CHECK(io::load_checkpoint(path, one, &adam_one, nullptr).step == 2);
+    // a fresh ZeRO, the resume recipe
+    nn::TransformerEncoder again = small_encoder(E, f64, 43);
+    dist::ZeroRedundancyOptimizer zero_again(again.parameters(), adam);
+    auto whole = adam(again.parameters());
+    io::load_checkpoint(path, again, whole.get(), nullptr);
+    zero_again.load_state_dict(whole->state_dict());
+    dist::barrier();
+    if (me == 0) std::filesystem::remove(path);
+
+    zero_step(model, zero, 2);
+    zero_step(again, zero_again, 2);
+    auto [x, y] = batch(2);
+    backward(one, x, y);
+    adam_one.step();
+    const auto got = model.parameters(), resumed = again.parameters(), single = one.parameters();
+    bool ok = true;
+    // the DDP-against-one-process tolerance: the batch's gradient is summed in another order
+    // (the key bias's, zero in exact arithmetic, is rounding noise of ~1e-14 on both sides)
+    const double worst = compare_params(single, got, test::ddp_f32, ok);
+    CHECK(ok);
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(resumed[i].tolist() == got[i].tolist());
+    if (me == 0) MESSAGE("ZeRO-1 resumed in one process, one step on: largest relative difference ", worst);
+}
+
+TEST_CASE("ZeRO-1 errors: bad factory results, parameters that differ between ranks, bad dtypes")
+{
+    setup();
+    nn::Linear lin({.in_features = 3, .out_features = 2});
+    CHECK_THROWS_WITH_AS(
+        dist::ZeroRedundancyOptimizer(lin.parameters(), [](std::vector<Tensor>) { return nullptr; }),
+        "ZeroRedundancyOptimizer: the optimizer factory returned no optimizer", ValueError);
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer(lin.parameters(),
+                                                       [&](std::vector<Tensor>) {
+                                                           return std::make_unique<optim::SGD>(lin.parameters());
+                                                       }),
+                         doctest::Contains("the optimizer factory must build the optimizer over the"), ValueError);
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer({}, adam_factory({})),
+                         "ZeroRedundancyOptimizer: got an empty parameter list", ValueError);
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer({zeros({2}, {.dtype = i64})}, adam_factory({})),
+                         "ZeroRedundancyOptimizer: parameter 0 must be float32 or float64; got int64 (2,)", TypeError);
+    // rank 0 float32, rank 1 float64: every rank refuses, none hangs
+    Tensor p = zeros({5}, {.dtype = dist::rank() == 0 ? f32 : f64});
+    CHECK_THROWS_WITH_AS(dist::ZeroRedundancyOptimizer({p}, adam_factory({})),
+                         doctest::Contains("parameters differ from another rank's in number, size or dtype"),
+                         ValueError);
+    dist::barrier();
+}
+
+TEST_CASE("ZeRO-1 edge cases: a rank holding only padding, SGD, the non-finite guard agreed by every rank")
+{
+    setup();
+    const int me = dist::rank();
+    auto sgd = [](std::vector<Tensor> p) {
+        return std::make_unique<optim::SGD>(std::move(p), optim::SGDOptions{.lr = 0.5, .momentum = 0.9});
+    };
+    // one element over 2 ranks: rank 1's block is padding, and its optimizer holds an empty tensor
+    Tensor w = full({1}, 2.0);
+    dist::ZeroRedundancyOptimizer zero({w}, sgd);
+    CHECK(zero.pieces().size() == (me == 0 ? 1u : 0u));
+    CHECK(zero.optimizer().parameters().size() == 1);
+    for (int step = 0; step < 2; ++step) {
+        w.set_grad(full({1}, 1.0 + me));  // averaged: 1.5
+        CHECK(zero.step());
+        zero.zero_grad();
+    }
+    // SGD with momentum 0.9: 2 - 0.5 * 1.5, then - 0.5 * (0.9 * 1.5 + 1.5)
+    CHECK(w.item() == doctest::Approx(2.0 - 0.75 - 0.5 * 2.85).epsilon(1e-7));
+    CHECK(same_on_all_ranks(w));
+    CHECK(zero.state_bytes() == (me == 0 ? 4u : 0u));
+
+    // a NaN in rank 0's shard only: with the guard on, no rank changes anything
+    Tensor a = full({6}, 1.0), b = full({6}, 1.0);
+    dist::ZeroRedundancyOptimizer guarded({a, b}, sgd);  // rank 0 owns a, rank 1 owns b
+    guarded.optimizer().skip_nonfinite(true);
+    a.set_grad(full({6}, me == 0 ? std::nan("") : 1.0));
+    b.set_grad(full({6}, 1.0));
+    CHECK_FALSE(guarded.step());
+    guarded.zero_grad();
+    CHECK(a.tolist() == std::vector<double>(6, 1.0));
+    CHECK(b.tolist() == std::vector<double>(6, 1.0));
+    a.set_grad(full({6}, 1.0));
+    b.set_grad(full({6}, 1.0));
+    CHECK(guarded.step());
+    CHECK(b.tolist() == std::vector<double>(6, 0.5));
+    CHECK(same_on_all_ranks(a));
 }

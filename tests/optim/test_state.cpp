@@ -192,6 +192,12 @@ TEST_CASE("state_dict layout: PyTorch's keys, flattened")
     CHECK(std::get<Value>(sd.at("state.2.exp_avg")).dtype() == f64);
     CHECK(std::get<Value>(sd.at("state.1.max_exp_avg_sq")).shape() == Shape{33});
     CHECK(std::get<std::int64_t>(sd.at("skipped_steps")) == 0);
+    // state_bytes counts the same tensors without copying them
+    std::size_t bytes = 0;
+    for (const auto& [key, entry] : sd)
+        if (const Value* v = std::get_if<Value>(&entry)) bytes += v->nbytes();
+    CHECK(bytes > 0);
+    CHECK(opt.state_bytes() == bytes);
     // a copy: stepping on does not change it
     Value m = std::get<Value>(sd.at("state.0.exp_avg")).clone();
     set_grads(ps, 1);
