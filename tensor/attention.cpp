@@ -13,6 +13,7 @@
 
 #include "tensor/gemm.hpp"
 #include "tensor/kernels.hpp"
+#include "tensor/kernels_arch.hpp"
 #include "tensor/nn_kernels.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/random.hpp"
@@ -72,55 +73,24 @@ void mask_tile(T* St, std::int64_t ld, std::int64_t nq, std::int64_t nk, std::in
         }
 }
 
-/// Largest entry of a row; NaN if any entry is NaN (so NaN scores give NaN rows, not zeros).
+// The row loops of the softmaxes (largest entry, exp and sum, scaling) run in the chosen
+// instruction set's compilation (tensor/kernels_arch.cpp).
 template <class T>
 T row_max_nan(const T* row, std::int64_t n)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    const T ninf = -std::numeric_limits<T>::infinity();
-    batch<T> bm(ninf);
-    xsimd::batch_bool<T> nan(false);
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) {
-        const batch<T> v = batch<T>::load_unaligned(row + j);
-        bm = xsimd::max(bm, v);
-        nan = nan | xsimd::isnan(v);
-    }
-    if (xsimd::any(nan)) return std::numeric_limits<T>::quiet_NaN();
-    alignas(64) T lanes[W];
-    bm.store_aligned(lanes);
-    T mx = ninf;
-    for (std::int64_t l = 0; l < W; ++l) mx = std::max(mx, lanes[l]);
-    for (; j < n; ++j) mx = row[j] > mx || std::isnan(row[j]) ? row[j] : mx;
-    return mx;
+    return typed_kernels<T>().row_max_nan(row, n);
 }
 
-/// row[j] = exp(row[j] - m); returns the sum. exp(-inf) is 0: masked entries drop out.
 template <class T>
 T exp_shift_sum(T* row, std::int64_t n, T m)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    const batch<T> bm(m);
-    batch<T> acc(T(0));
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) {
-        batch<T> e = xsimd::exp(batch<T>::load_unaligned(row + j) - bm);
-        e.store_unaligned(row + j);
-        acc += e;
-    }
-    T s = xsimd::hadd(acc);
-    for (; j < n; ++j) s += row[j] = std::exp(row[j] - m);
-    return s;
+    return typed_kernels<T>().exp_shift_sum(row, n, m);
 }
 
 template <class T>
 void scale_row(T* row, std::int64_t n, T a)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    const batch<T> ba(a);
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) (batch<T>::load_unaligned(row + j) * ba).store_unaligned(row + j);
-    for (; j < n; ++j) row[j] *= a;
+    typed_kernels<T>().scale_row(row, n, a);
 }
 
 /// Masked, scaled scores in P[L, S] -> probabilities; a row with no allowed key is all 0.
