@@ -6,10 +6,12 @@ Runs bench/train_step's spool child (--child spool: steps only, no peak measurem
 from both build directories in alternating rounds (native first in odd rounds, portable first in
 even ones, so the two share the machine's drift), and prints one JSON line with each side's
 median step time over all rounds' steps, the kernel set the portable side ran, and
-portable / native (issue 11's target: <= 1.05).
+portable / native (issue 11's target: <= 1.05). With --before, a third build (a native build of
+an earlier commit) runs in the same rounds, and native / before says whether the native build
+slowed down.
 
 Usage: bench/portable_train_step.py [--native build] [--portable build-portable] [--rounds 4]
-       [--steps 10] [--warmup 3] [--threads 1]
+       [--steps 10] [--warmup 3] [--threads 1] [--before DIR]
        [--kernel NAME]   (SPOOL_KERNEL for the portable side, e.g. avx2 on an AVX-512 CPU)
 """
 import argparse
@@ -48,19 +50,27 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--kernel", default="")
+    ap.add_argument("--before", default="")
     a = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("SPOOL_KERNEL", "SPOOL_GEMM_KERNEL")}
     sides = {"native": (a.native, env), "portable": (a.portable, dict(env, SPOOL_KERNEL=a.kernel) if a.kernel else env)}
-    samples = {"native": [], "portable": []}
+    if a.before:
+        sides["before"] = (a.before, env)
+    samples = {side: [] for side in sides}
     for r in range(a.rounds):
-        for side in (["native", "portable"] if r % 2 == 0 else ["portable", "native"]):
+        order = list(sides)
+        for side in (order if r % 2 == 0 else order[::-1]):
             build, side_env = sides[side]
             samples[side] += run(build, a, side_env)
-    nat, por = statistics.median(samples["native"]), statistics.median(samples["portable"])
-    print(json.dumps({"bench": "portable_train_step", "threads": a.threads, "rounds": a.rounds, "steps": a.steps,
-                      "native_kernel": kernel(a.native, env), "portable_kernel": kernel(a.portable, sides["portable"][1]),
-                      "native_ms": round(nat, 1), "portable_ms": round(por, 1), "ratio": round(por / nat, 4),
-                      "target": 1.05, "met": por / nat <= 1.05}))
+    med = {side: statistics.median(s) for side, s in samples.items()}
+    nat, por = med["native"], med["portable"]
+    line = {"bench": "portable_train_step", "threads": a.threads, "rounds": a.rounds, "steps": a.steps,
+            "native_kernel": kernel(a.native, env), "portable_kernel": kernel(a.portable, sides["portable"][1]),
+            "native_ms": round(nat, 1), "portable_ms": round(por, 1), "ratio": round(por / nat, 4),
+            "target": 1.05, "met": por / nat <= 1.05}
+    if a.before:
+        line.update(before_ms=round(med["before"], 1), native_over_before=round(nat / med["before"], 4))
+    print(json.dumps(line))
     return 0
 
 
