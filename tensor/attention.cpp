@@ -295,13 +295,7 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
             for (std::int64_t i = 0; i < LS; ++i) dA[i] += gw[b * LS + i];
         if (has_drop)  // keep multiplier = dropped / probs where probs > 0
             for (std::int64_t i = 0; i < LS; ++i) dA[i] = A[i] > T(0) ? dA[i] * (Ad[i] / A[i]) : T(0);
-        for (std::int64_t i = 0; i < d.L; ++i) {
-            T* r = dA.data() + i * d.S;
-            const T* a = A + i * d.S;
-            T dot = 0;
-            for (std::int64_t j = 0; j < d.S; ++j) dot += r[j] * a[j];
-            for (std::int64_t j = 0; j < d.S; ++j) r[j] = a[j] * (r[j] - dot);
-        }
+        typed_kernels<T>().softmax_backward(false, dA.data(), A, dA.data(), d.L, d.S, 1);
         gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + b * d.kb, d.E, T(0),
                 dqs + b * d.L * d.E, d.E);
         gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + b * d.L * d.E, d.E, T(0),

@@ -1,5 +1,5 @@
-// The hot loops outside the GEMM (tensor/kernels_arch.hpp's table): elementwise maps, attention's
-// softmax rows, layer norm's rows, Philox blocks and the draws and dropouts made from them. Compiled once per
+// The hot loops outside the GEMM (tensor/kernels_arch.hpp's table): elementwise maps, sums and
+// softmax rows (attention's too), layer norm's rows, Philox blocks and the draws and dropouts made from them. Compiled once per
 // instruction set, like tensor/gemm_arch.cpp: SPOOL_ARCH names the namespace everything here
 // lives in, xsimd's default arch follows the compile flags, and no two compilations share a
 // symbol (scripts/check_arch_symbols.py). Not here: shape checks, allocation, broadcasting
@@ -145,6 +145,175 @@ void binary_row(Binary op, const T* x, std::int64_t sx, const T* y, std::int64_t
     case Binary::mul: return row2(x, sx, y, sy, z, n, [](B u, B v) { return u * v; });
     case Binary::div: return row2(x, sx, y, sy, z, n, [](B u, B v) { return u / v; });
     }
+}
+
+// ---- reductions and softmax ----------------------------------------------------------------------
+
+template <class T>
+T row_sum(const T* x, std::int64_t n)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    batch<T> a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));  // four chains: latency and accuracy
+    std::int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        a0 += batch<T>::load_unaligned(x + i);
+        a1 += batch<T>::load_unaligned(x + i + W);
+        a2 += batch<T>::load_unaligned(x + i + 2 * W);
+        a3 += batch<T>::load_unaligned(x + i + 3 * W);
+    }
+    for (; i + W <= n; i += W) a0 += batch<T>::load_unaligned(x + i);
+    T s = xsimd::hadd((a0 + a1) + (a2 + a3));
+    for (; i < n; ++i) s += x[i];
+    return s;
+}
+
+/// out[o, k] = sum_j x[o, j, k] for inner > 1.
+template <class T>
+void col_sum(const T* x, T* out, std::int64_t n, std::int64_t inner)
+{
+    std::fill(out, out + inner, T(0));
+    constexpr std::int64_t W = batch<T>::size;
+    for (std::int64_t j = 0; j < n; ++j) {
+        const T* r = x + j * inner;
+        std::int64_t k = 0;
+        for (; k + W <= inner; k += W)
+            (batch<T>::load_unaligned(out + k) + batch<T>::load_unaligned(r + k)).store_unaligned(out + k);
+        for (; k < inner; ++k) out[k] += r[k];
+    }
+}
+
+template <class T>
+T row_max(const T* x, std::int64_t n)
+{
+    T m = -std::numeric_limits<T>::infinity();
+    for (std::int64_t i = 0; i < n; ++i) {
+        if (std::isnan(x[i])) return x[i];
+        if (x[i] > m) m = x[i];
+    }
+    return m;
+}
+
+/// y = softmax(x) (log form: y = x - max - log sum exp(x - max)) over a contiguous row.
+template <class T, bool Log>
+void softmax_row(const T* x, T* y, std::int64_t n)
+{
+    T m = row_max(x, n);
+    if (std::isinf(m) && m < 0) m = 0;  // all -inf: keep exp(-inf - 0) = 0 instead of NaN from inf - inf
+    constexpr std::int64_t W = batch<T>::size;
+    batch<T> bm(m);
+    // exp(x - m) into y, summed
+    map1(x, y, n, [bm](auto v) { return xsimd::exp(v - bm); });
+    T s = row_sum(y, n);
+    if constexpr (Log) {
+        // (x - m) - log s, not x - (m + log s): m + log s would round away log s's digits
+        batch<T> ls(std::log(s));
+        map1(x, y, n, [bm, ls](auto v) { return (v - bm) - ls; });
+    } else {
+        batch<T> inv(T(1) / s);
+        std::int64_t i = 0;
+        for (; i + W <= n; i += W) (batch<T>::load_unaligned(y + i) * inv).store_unaligned(y + i);
+        for (; i < n; ++i) y[i] *= T(1) / s;
+    }
+}
+
+/// Strided version (inner > 1): rows are x[j * inner] for j < n.
+template <class T, bool Log>
+void softmax_strided(const T* x, T* y, std::int64_t n, std::int64_t inner)
+{
+    for (std::int64_t k = 0; k < inner; ++k) {
+        T m = -std::numeric_limits<T>::infinity();
+        bool nan = false;
+        for (std::int64_t j = 0; j < n; ++j) {
+            T v = x[j * inner + k];
+            nan |= std::isnan(v);
+            m = v > m ? v : m;
+        }
+        if (std::isinf(m) && m < 0) m = 0;
+        T s = 0;
+        for (std::int64_t j = 0; j < n; ++j) s += std::exp(x[j * inner + k] - m);
+        T ls = std::log(s);
+        for (std::int64_t j = 0; j < n; ++j) {
+            T v = x[j * inner + k];
+            y[j * inner + k] = nan ? std::numeric_limits<T>::quiet_NaN() : (Log ? (v - m) - ls : std::exp(v - m) / s);
+        }
+    }
+}
+
+/// sum over n of x viewed as [outer, n, inner] into y [outer, inner].
+template <class T>
+void sum(const T* xs, T* ys, std::int64_t outer, std::int64_t n, std::int64_t inner)
+{
+    const int nt = detail::threads_for(outer * n * inner);
+    if (inner == 1) {
+        spool::detail::parallel_for(outer, nt, [&](std::int64_t o) { ys[o] = row_sum(xs + o * n, n); });
+    } else {
+        spool::detail::parallel_for(outer, nt,
+                                    [&](std::int64_t o) { col_sum(xs + o * n * inner, ys + o * inner, n, inner); });
+    }
+}
+
+template <class T, bool Log>
+void softmax_rows(const T* xs, T* ys, std::int64_t outer, std::int64_t n, std::int64_t inner)
+{
+    spool::detail::parallel_for(outer, detail::threads_for(outer * n * inner), [&](std::int64_t o) {
+        if (inner == 1)
+            softmax_row<T, Log>(xs + o * n, ys + o * n, n);
+        else
+            softmax_strided<T, Log>(xs + o * n * inner, ys + o * n * inner, n, inner);
+    });
+}
+
+template <class T>
+void softmax(bool log, const T* xs, T* ys, std::int64_t outer, std::int64_t n, std::int64_t inner)
+{
+    if (log) softmax_rows<T, true>(xs, ys, outer, n, inner);
+    else softmax_rows<T, false>(xs, ys, outer, n, inner);
+}
+
+/// dx = dy - exp(y) * sum(dy) (Log) or y * (dy - sum(dy * y)); d may be g (in place).
+template <class T, bool Log>
+void softmax_backward_rows(const T* g, const T* ys, T* d, std::int64_t outer, std::int64_t n, std::int64_t inner)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    spool::detail::parallel_for(outer, detail::threads_for(outer * n * inner), [&](std::int64_t o) {
+        if (inner == 1 && !Log) {  // contiguous rows (attention's): SIMD dot product, then the map
+            const T* gr = g + o * n;
+            const T* yr = ys + o * n;
+            T* dr = d + o * n;
+            batch<T> a(T(0));
+            std::int64_t j = 0;
+            for (; j + W <= n; j += W) a = xsimd::fma(batch<T>::load_unaligned(gr + j), batch<T>::load_unaligned(yr + j), a);
+            T acc = xsimd::hadd(a);
+            for (; j < n; ++j) acc += gr[j] * yr[j];
+            const batch<T> bacc(acc);
+            j = 0;
+            for (; j + W <= n; j += W) {
+                const batch<T> yv = batch<T>::load_unaligned(yr + j);
+                (yv * (batch<T>::load_unaligned(gr + j) - bacc)).store_unaligned(dr + j);
+            }
+            for (; j < n; ++j) dr[j] = yr[j] * (gr[j] - acc);
+            return;
+        }
+        for (std::int64_t k = 0; k < inner; ++k) {
+            std::int64_t base = o * n * inner + k;
+            T acc = 0;
+            for (std::int64_t j = 0; j < n; ++j) {
+                std::int64_t i = base + j * inner;
+                acc += Log ? g[i] : g[i] * ys[i];
+            }
+            for (std::int64_t j = 0; j < n; ++j) {
+                std::int64_t i = base + j * inner;
+                d[i] = Log ? g[i] - std::exp(ys[i]) * acc : ys[i] * (g[i] - acc);
+            }
+        }
+    });
+}
+
+template <class T>
+void softmax_backward(bool log, const T* g, const T* ys, T* d, std::int64_t outer, std::int64_t n, std::int64_t inner)
+{
+    if (log) softmax_backward_rows<T, true>(g, ys, d, outer, n, inner);
+    else softmax_backward_rows<T, false>(g, ys, d, outer, n, inner);
 }
 
 // ---- attention's softmax rows ---------------------------------------------------------------------
@@ -487,10 +656,10 @@ const KernelTable kTable{
     xsimd::default_arch::name(),
     {unary<float>, unary_backward<float>, binary_row<float>, layer_norm<float>, layer_norm_backward<float>,
      dropout_mask<float>, dropout_apply<float>, uniform_f, normal_f, row_max_nan<float>, exp_shift_sum<float>,
-     scale_row<float>},
+     scale_row<float>, sum<float>, softmax<float>, softmax_backward<float>},
     {unary<double>, unary_backward<double>, binary_row<double>, layer_norm<double>, layer_norm_backward<double>,
      dropout_mask<double>, dropout_apply<double>, uniform_d, normal_d, row_max_nan<double>, exp_shift_sum<double>,
-     scale_row<double>},
+     scale_row<double>, sum<double>, softmax<double>, softmax_backward<double>},
     philox_blocks,
     philox4x32,
 };

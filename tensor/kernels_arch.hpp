@@ -44,6 +44,13 @@ struct TypedKernels {
     T (*row_max_nan)(const T* row, std::int64_t n);
     T (*exp_shift_sum)(T* row, std::int64_t n, T m);
     void (*scale_row)(T* row, std::int64_t n, T a);
+    /// Over n of x viewed as [outer, n, inner] (threaded above the grain): the sum into
+    /// y [outer, inner]; softmax or log_softmax; their backward from dy and the output y (dx may
+    /// be dy).
+    void (*sum)(const T* x, T* y, std::int64_t outer, std::int64_t n, std::int64_t inner);
+    void (*softmax)(bool log, const T* x, T* y, std::int64_t outer, std::int64_t n, std::int64_t inner);
+    void (*softmax_backward)(bool log, const T* dy, const T* y, T* dx, std::int64_t outer, std::int64_t n,
+                             std::int64_t inner);
 };
 
 struct KernelTable {
