@@ -17,6 +17,7 @@
 #include "messages.hpp"
 #include "tensor/errors.hpp"
 #include "tensor/gemm.hpp"
+#include "tensor/kernels_arch.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/threads.hpp"
 
@@ -265,6 +266,7 @@ TEST_CASE("gemm kernels: each one this build runs on this CPU matches the refere
     for (const char* name : kernels) {
         k::set_gemm_kernel(name);
         CHECK(std::string(k::gemm_kernel()) == name);
+        CHECK(std::string(k::kernel_table().name) == name);  // the other hot loops follow the GEMM
         for (const Case& c : shapes) {
             INFO("kernel " << std::string(name));
             check_gemm<float>(c, 0.75f, 0.0f, gen);
