@@ -8,7 +8,7 @@ for every caller, and the program would die on a CPU without AVX-512. So every d
 symbol of an arch library must be one of its own entry points (gemm_table(), kernel_table()), and
 none may be weak.
 
-Usage: check_gemm_symbols.py LIB.a [LIB.a ...]   (the spool_arch_<arch> libraries)
+Usage: check_arch_symbols.py LIB.a [LIB.a ...]   (the spool_arch_<arch> libraries)
 """
 import re
 import subprocess

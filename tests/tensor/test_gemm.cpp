@@ -273,7 +273,7 @@ TEST_CASE("gemm kernels: each one this build runs on this CPU matches the refere
             check_gemm<double>(c, 0.75, 0.5, gen);
         }
     }
-    // the short names SPOOL_GEMM_KERNEL also takes
+    // the short names SPOOL_KERNEL also takes
     for (const char* alias : {"avx512", "avx2", "x86_64"}) {
         const std::string want = std::string(alias) == "avx512" ? "avx512bw"
                                  : std::string(alias) == "avx2" ? "fma3+avx2"
