@@ -156,67 +156,18 @@ std::int64_t key_end(const Dims& d, const AttentionMask& am, std::int64_t i0, st
 // more than their multiply-adds; these two loops read the keys and values in place instead.
 constexpr std::int64_t kFewRows = 4;
 
-/// P[L, S] = scale * Q[L, E] Kᵀ for L <= kFewRows (K: S rows of E values).
+/// P[L, S] = scale * Q[L, E] Kᵀ and O[L, Ev] = A[L, S] V for L <= kFewRows, in the chosen
+/// instruction set's compilation (tensor/kernels_arch.cpp).
 template <class T>
 void scores_few_rows(std::int64_t L, std::int64_t S, std::int64_t E, T scale, const T* Q, const T* K, T* P)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    for (std::int64_t j = 0; j < S; ++j) {
-        const T* kr = K + j * E;
-        for (std::int64_t i = 0; i < L; ++i) {
-            const T* qr = Q + i * E;
-            batch<T> a0(T(0)), a1(T(0));
-            std::int64_t e = 0;
-            for (; e + 2 * W <= E; e += 2 * W) {
-                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
-                a1 = xsimd::fma(batch<T>::load_unaligned(qr + e + W), batch<T>::load_unaligned(kr + e + W), a1);
-            }
-            for (; e + W <= E; e += W)
-                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
-            T s = xsimd::hadd(a0 + a1);
-            for (; e < E; ++e) s += qr[e] * kr[e];
-            P[i * S + j] = scale * s;
-        }
-    }
+    typed_kernels<T>().scores_few_rows(L, S, E, scale, Q, K, P);
 }
 
-/// O[L, Ev] = A[L, S] V for L <= kFewRows (V: S rows of Ev values); each output chunk of up to
-/// four vectors stays in registers while the keys stream past.
 template <class T>
 void weighted_sum_few_rows(std::int64_t L, std::int64_t S, std::int64_t Ev, const T* A, const T* V, T* O)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    for (std::int64_t i = 0; i < L; ++i) {
-        const T* a = A + i * S;
-        T* o = O + i * Ev;
-        std::int64_t e = 0;
-        for (; e + 4 * W <= Ev; e += 4 * W) {
-            batch<T> o0(T(0)), o1(T(0)), o2(T(0)), o3(T(0));
-            for (std::int64_t j = 0; j < S; ++j) {
-                const batch<T> w(a[j]);
-                const T* vr = V + j * Ev + e;
-                o0 = xsimd::fma(w, batch<T>::load_unaligned(vr), o0);
-                o1 = xsimd::fma(w, batch<T>::load_unaligned(vr + W), o1);
-                o2 = xsimd::fma(w, batch<T>::load_unaligned(vr + 2 * W), o2);
-                o3 = xsimd::fma(w, batch<T>::load_unaligned(vr + 3 * W), o3);
-            }
-            o0.store_unaligned(o + e);
-            o1.store_unaligned(o + e + W);
-            o2.store_unaligned(o + e + 2 * W);
-            o3.store_unaligned(o + e + 3 * W);
-        }
-        for (; e + W <= Ev; e += W) {
-            batch<T> o0(T(0));
-            for (std::int64_t j = 0; j < S; ++j)
-                o0 = xsimd::fma(batch<T>(a[j]), batch<T>::load_unaligned(V + j * Ev + e), o0);
-            o0.store_unaligned(o + e);
-        }
-        for (; e < Ev; ++e) {
-            T acc = 0;
-            for (std::int64_t j = 0; j < S; ++j) acc += a[j] * V[j * Ev + e];
-            o[e] = acc;
-        }
-    }
+    typed_kernels<T>().weighted_sum_few_rows(L, S, Ev, A, V, O);
 }
 
 template <class T>

@@ -1,5 +1,5 @@
 // The hot loops outside the GEMM (tensor/kernels_arch.hpp's table): elementwise maps, sums and
-// softmax rows (attention's too), layer norm's rows, Philox blocks and the draws and dropouts made from them. Compiled once per
+// softmax rows (attention's too), attention's few-row (decoding) loops, layer norm's rows, Philox blocks and the draws and dropouts made from them. Compiled once per
 // instruction set, like tensor/gemm_arch.cpp: SPOOL_ARCH names the namespace everything here
 // lives in, xsimd's default arch follows the compile flags, and no two compilations share a
 // symbol (scripts/check_arch_symbols.py). Not here: shape checks, allocation, broadcasting
@@ -369,6 +369,69 @@ void scale_row(T* row, std::int64_t n, T a)
     for (; j < n; ++j) row[j] *= a;
 }
 
+/// P[L, S] = scale * Q[L, E] Kᵀ for L <= kFewRows (K: S rows of E values).
+template <class T>
+void scores_few_rows(std::int64_t L, std::int64_t S, std::int64_t E, T scale, const T* Q, const T* K, T* P)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    for (std::int64_t j = 0; j < S; ++j) {
+        const T* kr = K + j * E;
+        for (std::int64_t i = 0; i < L; ++i) {
+            const T* qr = Q + i * E;
+            batch<T> a0(T(0)), a1(T(0));
+            std::int64_t e = 0;
+            for (; e + 2 * W <= E; e += 2 * W) {
+                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
+                a1 = xsimd::fma(batch<T>::load_unaligned(qr + e + W), batch<T>::load_unaligned(kr + e + W), a1);
+            }
+            for (; e + W <= E; e += W)
+                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
+            T s = xsimd::hadd(a0 + a1);
+            for (; e < E; ++e) s += qr[e] * kr[e];
+            P[i * S + j] = scale * s;
+        }
+    }
+}
+
+/// O[L, Ev] = A[L, S] V for L <= kFewRows (V: S rows of Ev values); each output chunk of up to
+/// four vectors stays in registers while the keys stream past.
+template <class T>
+void weighted_sum_few_rows(std::int64_t L, std::int64_t S, std::int64_t Ev, const T* A, const T* V, T* O)
+{
+    constexpr std::int64_t W = batch<T>::size;
+    for (std::int64_t i = 0; i < L; ++i) {
+        const T* a = A + i * S;
+        T* o = O + i * Ev;
+        std::int64_t e = 0;
+        for (; e + 4 * W <= Ev; e += 4 * W) {
+            batch<T> o0(T(0)), o1(T(0)), o2(T(0)), o3(T(0));
+            for (std::int64_t j = 0; j < S; ++j) {
+                const batch<T> w(a[j]);
+                const T* vr = V + j * Ev + e;
+                o0 = xsimd::fma(w, batch<T>::load_unaligned(vr), o0);
+                o1 = xsimd::fma(w, batch<T>::load_unaligned(vr + W), o1);
+                o2 = xsimd::fma(w, batch<T>::load_unaligned(vr + 2 * W), o2);
+                o3 = xsimd::fma(w, batch<T>::load_unaligned(vr + 3 * W), o3);
+            }
+            o0.store_unaligned(o + e);
+            o1.store_unaligned(o + e + W);
+            o2.store_unaligned(o + e + 2 * W);
+            o3.store_unaligned(o + e + 3 * W);
+        }
+        for (; e + W <= Ev; e += W) {
+            batch<T> o0(T(0));
+            for (std::int64_t j = 0; j < S; ++j)
+                o0 = xsimd::fma(batch<T>(a[j]), batch<T>::load_unaligned(V + j * Ev + e), o0);
+            o0.store_unaligned(o + e);
+        }
+        for (; e < Ev; ++e) {
+            T acc = 0;
+            for (std::int64_t j = 0; j < S; ++j) acc += a[j] * V[j * Ev + e];
+            o[e] = acc;
+        }
+    }
+}
+
 // ---- layer norm -------------------------------------------------------------------------------
 
 template <class T>
@@ -656,10 +719,12 @@ const KernelTable kTable{
     xsimd::default_arch::name(),
     {unary<float>, unary_backward<float>, binary_row<float>, layer_norm<float>, layer_norm_backward<float>,
      dropout_mask<float>, dropout_apply<float>, uniform_f, normal_f, row_max_nan<float>, exp_shift_sum<float>,
-     scale_row<float>, sum<float>, softmax<float>, softmax_backward<float>},
+     scale_row<float>, scores_few_rows<float>, weighted_sum_few_rows<float>, sum<float>, softmax<float>,
+     softmax_backward<float>},
     {unary<double>, unary_backward<double>, binary_row<double>, layer_norm<double>, layer_norm_backward<double>,
      dropout_mask<double>, dropout_apply<double>, uniform_d, normal_d, row_max_nan<double>, exp_shift_sum<double>,
-     scale_row<double>, sum<double>, softmax<double>, softmax_backward<double>},
+     scale_row<double>, scores_few_rows<double>, weighted_sum_few_rows<double>, sum<double>, softmax<double>,
+     softmax_backward<double>},
     philox_blocks,
     philox4x32,
 };

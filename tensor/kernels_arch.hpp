@@ -44,6 +44,10 @@ struct TypedKernels {
     T (*row_max_nan)(const T* row, std::int64_t n);
     T (*exp_shift_sum)(T* row, std::int64_t n, T m);
     void (*scale_row)(T* row, std::int64_t n, T a);
+    /// Attention with few query rows (decoding): P[L, S] = scale * Q[L, E] Kᵀ (K: S rows of E);
+    /// O[L, Ev] = A[L, S] V (V: S rows of Ev).
+    void (*scores_few_rows)(std::int64_t L, std::int64_t S, std::int64_t E, T scale, const T* Q, const T* K, T* P);
+    void (*weighted_sum_few_rows)(std::int64_t L, std::int64_t S, std::int64_t Ev, const T* A, const T* V, T* O);
     /// Over n of x viewed as [outer, n, inner] (threaded above the grain): the sum into
     /// y [outer, inner]; softmax or log_softmax; their backward from dy and the output y (dx may
     /// be dy).
