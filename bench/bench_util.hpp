@@ -84,9 +84,9 @@ inline std::string cpu_model()
     return "unknown";
 }
 
-/// The instruction set spool's elementwise kernels were compiled for (what xsimd's default arch
-/// follows); the GEMM's is chosen at run time in a portable build (gemm_kernel()).
-inline const char* simd_kernel()
+/// The instruction set the library outside its hot loops was compiled for (what xsimd's default
+/// arch follows); the GEMM's and the other hot loops' is chosen at run time (gemm_kernel()).
+inline const char* baseline_kernel()
 {
 #if defined(__AVX512BW__)
     return "avx512bw";
@@ -101,16 +101,16 @@ inline const char* simd_kernel()
 #endif
 }
 
-/// The GEMM kernel spool runs (tensor/gemm.hpp).
+/// The kernel set spool runs: GEMM and hot loops (tensor/gemm.hpp).
 inline const char* gemm_kernel() { return spool::kernels::gemm_kernel(); }
 
-/// The machine a benchmark ran on: CPU model, spool's GEMM and elementwise kernels, the OS release.
+/// The machine a benchmark ran on: CPU model, spool's kernel set and baseline, the OS release.
 inline Json machine_line(const char* bench)
 {
     utsname u{};
     const std::string os = uname(&u) == 0 ? std::string(u.sysname) + " " + u.release : "unknown";
     Json j(bench);
-    j.str("cpu", cpu_model()).str("spool_kernel", gemm_kernel()).str("spool_elementwise", simd_kernel()).str("os", os);
+    j.str("cpu", cpu_model()).str("spool_kernel", gemm_kernel()).str("spool_baseline", baseline_kernel()).str("os", os);
     return j;
 }
 

@@ -7,7 +7,7 @@ and thread count, one JSON line with each side's median GFLOP/s over all rounds,
 ran and portable / native (issue 11's target: >= 0.95).
 
 Usage: bench/portable_gemm.py [--native build] [--portable build-portable] [--rounds 3] [--quick]
-       [--kernel NAME]   (SPOOL_GEMM_KERNEL for the portable side, e.g. avx2 on an AVX-512 CPU)
+       [--kernel NAME]   (SPOOL_KERNEL for the portable side, e.g. avx2 on an AVX-512 CPU)
 """
 import argparse
 import json
@@ -32,10 +32,11 @@ def main():
     ap.add_argument("--kernel", default="")
     a = ap.parse_args()
     native_env = dict(os.environ)
+    native_env.pop("SPOOL_KERNEL", None)
     native_env.pop("SPOOL_GEMM_KERNEL", None)
     portable_env = dict(native_env)
     if a.kernel:
-        portable_env["SPOOL_GEMM_KERNEL"] = a.kernel
+        portable_env["SPOOL_KERNEL"] = a.kernel
     samples = {}  # (m, k, n, threads) -> {"native": [...], "portable": [...], kernels}
     for r in range(a.rounds):
         order = [("native", a.native, native_env), ("portable", a.portable, portable_env)]

@@ -13,6 +13,7 @@
 
 #include "tensor/gemm.hpp"
 #include "tensor/kernels.hpp"
+#include "tensor/kernels_arch.hpp"
 #include "tensor/nn_kernels.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/random.hpp"
@@ -72,55 +73,24 @@ void mask_tile(T* St, std::int64_t ld, std::int64_t nq, std::int64_t nk, std::in
         }
 }
 
-/// Largest entry of a row; NaN if any entry is NaN (so NaN scores give NaN rows, not zeros).
+// The row loops of the softmaxes (largest entry, exp and sum, scaling) run in the chosen
+// instruction set's compilation (tensor/kernels_arch.cpp).
 template <class T>
 T row_max_nan(const T* row, std::int64_t n)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    const T ninf = -std::numeric_limits<T>::infinity();
-    batch<T> bm(ninf);
-    xsimd::batch_bool<T> nan(false);
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) {
-        const batch<T> v = batch<T>::load_unaligned(row + j);
-        bm = xsimd::max(bm, v);
-        nan = nan | xsimd::isnan(v);
-    }
-    if (xsimd::any(nan)) return std::numeric_limits<T>::quiet_NaN();
-    alignas(64) T lanes[W];
-    bm.store_aligned(lanes);
-    T mx = ninf;
-    for (std::int64_t l = 0; l < W; ++l) mx = std::max(mx, lanes[l]);
-    for (; j < n; ++j) mx = row[j] > mx || std::isnan(row[j]) ? row[j] : mx;
-    return mx;
+    return typed_kernels<T>().row_max_nan(row, n);
 }
 
-/// row[j] = exp(row[j] - m); returns the sum. exp(-inf) is 0: masked entries drop out.
 template <class T>
 T exp_shift_sum(T* row, std::int64_t n, T m)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    const batch<T> bm(m);
-    batch<T> acc(T(0));
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) {
-        batch<T> e = xsimd::exp(batch<T>::load_unaligned(row + j) - bm);
-        e.store_unaligned(row + j);
-        acc += e;
-    }
-    T s = xsimd::hadd(acc);
-    for (; j < n; ++j) s += row[j] = std::exp(row[j] - m);
-    return s;
+    return typed_kernels<T>().exp_shift_sum(row, n, m);
 }
 
 template <class T>
 void scale_row(T* row, std::int64_t n, T a)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    const batch<T> ba(a);
-    std::int64_t j = 0;
-    for (; j + W <= n; j += W) (batch<T>::load_unaligned(row + j) * ba).store_unaligned(row + j);
-    for (; j < n; ++j) row[j] *= a;
+    typed_kernels<T>().scale_row(row, n, a);
 }
 
 /// Masked, scaled scores in P[L, S] -> probabilities; a row with no allowed key is all 0.
@@ -186,67 +156,18 @@ std::int64_t key_end(const Dims& d, const AttentionMask& am, std::int64_t i0, st
 // more than their multiply-adds; these two loops read the keys and values in place instead.
 constexpr std::int64_t kFewRows = 4;
 
-/// P[L, S] = scale * Q[L, E] Kᵀ for L <= kFewRows (K: S rows of E values).
+/// P[L, S] = scale * Q[L, E] Kᵀ and O[L, Ev] = A[L, S] V for L <= kFewRows, in the chosen
+/// instruction set's compilation (tensor/kernels_arch.cpp).
 template <class T>
 void scores_few_rows(std::int64_t L, std::int64_t S, std::int64_t E, T scale, const T* Q, const T* K, T* P)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    for (std::int64_t j = 0; j < S; ++j) {
-        const T* kr = K + j * E;
-        for (std::int64_t i = 0; i < L; ++i) {
-            const T* qr = Q + i * E;
-            batch<T> a0(T(0)), a1(T(0));
-            std::int64_t e = 0;
-            for (; e + 2 * W <= E; e += 2 * W) {
-                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
-                a1 = xsimd::fma(batch<T>::load_unaligned(qr + e + W), batch<T>::load_unaligned(kr + e + W), a1);
-            }
-            for (; e + W <= E; e += W)
-                a0 = xsimd::fma(batch<T>::load_unaligned(qr + e), batch<T>::load_unaligned(kr + e), a0);
-            T s = xsimd::hadd(a0 + a1);
-            for (; e < E; ++e) s += qr[e] * kr[e];
-            P[i * S + j] = scale * s;
-        }
-    }
+    typed_kernels<T>().scores_few_rows(L, S, E, scale, Q, K, P);
 }
 
-/// O[L, Ev] = A[L, S] V for L <= kFewRows (V: S rows of Ev values); each output chunk of up to
-/// four vectors stays in registers while the keys stream past.
 template <class T>
 void weighted_sum_few_rows(std::int64_t L, std::int64_t S, std::int64_t Ev, const T* A, const T* V, T* O)
 {
-    constexpr std::int64_t W = batch<T>::size;
-    for (std::int64_t i = 0; i < L; ++i) {
-        const T* a = A + i * S;
-        T* o = O + i * Ev;
-        std::int64_t e = 0;
-        for (; e + 4 * W <= Ev; e += 4 * W) {
-            batch<T> o0(T(0)), o1(T(0)), o2(T(0)), o3(T(0));
-            for (std::int64_t j = 0; j < S; ++j) {
-                const batch<T> w(a[j]);
-                const T* vr = V + j * Ev + e;
-                o0 = xsimd::fma(w, batch<T>::load_unaligned(vr), o0);
-                o1 = xsimd::fma(w, batch<T>::load_unaligned(vr + W), o1);
-                o2 = xsimd::fma(w, batch<T>::load_unaligned(vr + 2 * W), o2);
-                o3 = xsimd::fma(w, batch<T>::load_unaligned(vr + 3 * W), o3);
-            }
-            o0.store_unaligned(o + e);
-            o1.store_unaligned(o + e + W);
-            o2.store_unaligned(o + e + 2 * W);
-            o3.store_unaligned(o + e + 3 * W);
-        }
-        for (; e + W <= Ev; e += W) {
-            batch<T> o0(T(0));
-            for (std::int64_t j = 0; j < S; ++j)
-                o0 = xsimd::fma(batch<T>(a[j]), batch<T>::load_unaligned(V + j * Ev + e), o0);
-            o0.store_unaligned(o + e);
-        }
-        for (; e < Ev; ++e) {
-            T acc = 0;
-            for (std::int64_t j = 0; j < S; ++j) acc += a[j] * V[j * Ev + e];
-            o[e] = acc;
-        }
-    }
+    typed_kernels<T>().weighted_sum_few_rows(L, S, Ev, A, V, O);
 }
 
 template <class T>
@@ -325,13 +246,7 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
             for (std::int64_t i = 0; i < LS; ++i) dA[i] += gw[b * LS + i];
         if (has_drop)  // keep multiplier = dropped / probs where probs > 0
             for (std::int64_t i = 0; i < LS; ++i) dA[i] = A[i] > T(0) ? dA[i] * (Ad[i] / A[i]) : T(0);
-        for (std::int64_t i = 0; i < d.L; ++i) {
-            T* r = dA.data() + i * d.S;
-            const T* a = A + i * d.S;
-            T dot = 0;
-            for (std::int64_t j = 0; j < d.S; ++j) dot += r[j] * a[j];
-            for (std::int64_t j = 0; j < d.S; ++j) r[j] = a[j] * (r[j] - dot);
-        }
+        typed_kernels<T>().softmax_backward(false, dA.data(), A, dA.data(), d.L, d.S, 1);
         gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + b * d.kb, d.E, T(0),
                 dqs + b * d.L * d.E, d.E);
         gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + b * d.L * d.E, d.E, T(0),

@@ -1,9 +1,12 @@
 // Elementwise kernels: broadcasting binary ops, unary math, scalar ops, the backward
-// helpers of the activations, where / masked_fill. Reductions live in reduce.cpp.
+// helpers of the activations, where / masked_fill. Reductions live in reduce.cpp. The loops of
+// the binary ops, unary math and the activations' backward run in the chosen instruction set's
+// compilation (tensor/kernels_arch.cpp); scalar ops, pow, clamp and selection at the baseline.
 #include <cmath>
 #include <limits>
 
 #include "tensor/kernels.hpp"
+#include "tensor/kernels_arch.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/simd.hpp"
 
@@ -86,39 +89,8 @@ void for_each_row(const Plan<N>& p, Row row)
     spool::detail::parallel_blocks(rows, nt, 1, run);
 }
 
-/// z[0..n) = f(x, y) with x/y stride 0 (broadcast scalar) or 1.
-template <class T, class F>
-void row2(const T* x, std::int64_t sx, const T* y, std::int64_t sy, T* z, std::int64_t n, F f)
-{
-    if (sx == 1 && sy == 1) {
-        if (n >= parallel_grain) return map2(x, y, z, n, f);
-        constexpr std::int64_t W = batch<T>::size;
-        std::int64_t i = 0;
-        for (; i + W <= n; i += W) f(batch<T>::load_unaligned(x + i), batch<T>::load_unaligned(y + i)).store_unaligned(z + i);
-        if (i < n) {
-            alignas(64) T bx[W] = {}, by[W] = {};
-            std::copy(x + i, x + n, bx);
-            std::copy(y + i, y + n, by);
-            f(batch<T>::load_aligned(bx), batch<T>::load_aligned(by)).store_aligned(bx);
-            std::copy(bx, bx + (n - i), z + i);
-        }
-        return;
-    }
-    constexpr std::int64_t W = batch<T>::size;
-    std::int64_t i = 0;
-    if (sx == 0 && sy == 1) {
-        batch<T> bx(*x);
-        for (; i + W <= n; i += W) f(bx, batch<T>::load_unaligned(y + i)).store_unaligned(z + i);
-    } else if (sx == 1 && sy == 0) {
-        batch<T> by(*y);
-        for (; i + W <= n; i += W) f(batch<T>::load_unaligned(x + i), by).store_unaligned(z + i);
-    }
-    // tail (and the general strided case) through lane 0 of a batch
-    for (; i < n; ++i) z[i] = f(batch<T>(x[i * sx]), batch<T>(y[i * sy])).get(0);
-}
-
-template <class F>
-Value binary(const Value& a, const Value& b, const char* op, F f)
+/// The loops run in the chosen instruction set's compilation (tensor/kernels_arch.cpp), a row at a time.
+Value binary(const Value& a, const Value& b, const char* op, Binary f)
 {
     check_same_float(a, b, op);
     Shape out = broadcast_shapes(a.shape(), b.shape(), op);
@@ -129,8 +101,9 @@ Value binary(const Value& a, const Value& b, const char* op, F f)
         const T* x = a.data<T>();
         const T* y = b.data<T>();
         T* o = z.data<T>();
+        const auto row = typed_kernels<T>().binary_row;
         for_each_row<3>(p, [&](const std::int64_t* off, std::int64_t n) {
-            row2(x + off[0], p.strides[0][p.rank - 1], y + off[1], p.strides[1][p.rank - 1], o + off[2], n, f);
+            row(f, x + off[0], p.strides[0][p.rank - 1], y + off[1], p.strides[1][p.rank - 1], o + off[2], n);
         });
         return z;
     });
@@ -138,10 +111,10 @@ Value binary(const Value& a, const Value& b, const char* op, F f)
 
 }  // namespace
 
-Value add(const Value& a, const Value& b) { return binary(a, b, "add", [](auto x, auto y) { return x + y; }); }
-Value sub(const Value& a, const Value& b) { return binary(a, b, "sub", [](auto x, auto y) { return x - y; }); }
-Value mul(const Value& a, const Value& b) { return binary(a, b, "mul", [](auto x, auto y) { return x * y; }); }
-Value div(const Value& a, const Value& b) { return binary(a, b, "div", [](auto x, auto y) { return x / y; }); }
+Value add(const Value& a, const Value& b) { return binary(a, b, "add", Binary::add); }
+Value sub(const Value& a, const Value& b) { return binary(a, b, "sub", Binary::sub); }
+Value mul(const Value& a, const Value& b) { return binary(a, b, "mul", Binary::mul); }
+Value div(const Value& a, const Value& b) { return binary(a, b, "div", Binary::div); }
 
 void add_(Value& a, const Value& b)
 {
@@ -155,9 +128,9 @@ void add_(Value& a, const Value& b)
         auto p = make_plan<2>(out, ins);
         T* x = a.data<T>();
         const T* y = b.data<T>();
+        const auto row = typed_kernels<T>().binary_row;
         for_each_row<2>(p, [&](const std::int64_t* off, std::int64_t n) {
-            row2(x + off[0], std::int64_t{1}, y + off[1], p.strides[1][p.rank - 1], x + off[0], n,
-                 [](auto u, auto v) { return u + v; });
+            row(Binary::add, x + off[0], std::int64_t{1}, y + off[1], p.strides[1][p.rank - 1], x + off[0], n);
         });
     });
 }
@@ -166,22 +139,26 @@ void add_(Value& a, const Value& b)
 
 namespace {
 
-template <class F>
-Value map_unary(const Value& x, const char* op, F f)
+Value map_unary(const Value& x, Unary op, const char* name)
 {
-    return dispatch_float(x.dtype(), op, [&]<class T>() {
+    return dispatch_float(x.dtype(), name, [&]<class T>() {
         Value y = Value::empty(x.shape(), x.dtype());
-        map1(x.data<T>(), y.data<T>(), x.numel(), f);
+        typed_kernels<T>().unary(op, x.data<T>(), y.data<T>(), x.numel());
         return y;
     });
+}
+
+void check_same(const Value& a, const Value& b, const char* op)
+{
+    check_same_float(a, b, op);
+    SPOOL_CHECK(a.shape() == b.shape(), ShapeError, op, ": shapes must match; got ", to_string(a.shape()), " and ",
+                to_string(b.shape()));
 }
 
 template <class F>
 Value map_binary_same(const Value& a, const Value& b, const char* op, F f)
 {
-    check_same_float(a, b, op);
-    SPOOL_CHECK(a.shape() == b.shape(), ShapeError, op, ": shapes must match; got ", to_string(a.shape()), " and ",
-                to_string(b.shape()));
+    check_same(a, b, op);
     return dispatch_float(a.dtype(), op, [&]<class T>() {
         Value z = Value::empty(a.shape(), a.dtype());
         map2(a.data<T>(), b.data<T>(), z.data<T>(), a.numel(), f);
@@ -189,59 +166,24 @@ Value map_binary_same(const Value& a, const Value& b, const char* op, F f)
     });
 }
 
-template <class B>
-B sigmoid_b(B x)
+/// dx = dy * op'(s) in the chosen instruction set's compilation.
+Value map_backward(const Value& dy, const Value& s, UnaryBackward op, const char* name)
 {
-    return B(1) / (B(1) + xsimd::exp(-x));
-}
-
-constexpr double k_sqrt1_2 = 0.70710678118654752440;     // 1/sqrt(2)
-constexpr double k_inv_sqrt_2pi = 0.39894228040143267794;  // 1/sqrt(2 pi)
-constexpr double k_sqrt_2_pi = 0.79788456080286535588;     // sqrt(2/pi)
-constexpr double k_gelu_c = 0.044715;
-
-template <class B>
-B gelu_tanh_inner(B x)
-{
-    using T = typename B::value_type;
-    return B(T(k_sqrt_2_pi)) * (x + B(T(k_gelu_c)) * x * x * x);
+    check_same(dy, s, name);
+    return dispatch_float(dy.dtype(), name, [&]<class T>() {
+        Value dx = Value::empty(dy.shape(), dy.dtype());
+        typed_kernels<T>().unary_backward(op, dy.data<T>(), s.data<T>(), dx.data<T>(), dy.numel());
+        return dx;
+    });
 }
 
 }  // namespace
 
 Value unary(Unary op, const Value& x)
 {
-    switch (op) {
-    case Unary::neg: return map_unary(x, "neg", [](auto v) { return -v; });
-    case Unary::exp: return map_unary(x, "exp", [](auto v) { return xsimd::exp(v); });
-    case Unary::log: return map_unary(x, "log", [](auto v) { return xsimd::log(v); });
-    case Unary::sqrt: return map_unary(x, "sqrt", [](auto v) { return xsimd::sqrt(v); });
-    case Unary::abs: return map_unary(x, "abs", [](auto v) { return xsimd::abs(v); });
-    case Unary::tanh: return map_unary(x, "tanh", [](auto v) { return xsimd::tanh(v); });
-    case Unary::sigmoid: return map_unary(x, "sigmoid", [](auto v) { return sigmoid_b(v); });
-    case Unary::square: return map_unary(x, "square", [](auto v) { return v * v; });
-    // select keeps NaN: NaN < 0 is false, so NaN passes through (never silently 0)
-    case Unary::relu:
-        return map_unary(x, "relu", [](auto v) { return xsimd::select(v < decltype(v)(0), decltype(v)(0), v); });
-    case Unary::sign:
-        return map_unary(x, "sign", [](auto v) {
-            using B = decltype(v);
-            return xsimd::select(v > B(0), B(1), xsimd::select(v < B(0), B(-1), v));  // 0 and NaN stay
-        });
-    case Unary::gelu_erf:
-        return map_unary(x, "gelu", [](auto v) {
-            using B = decltype(v);
-            using T = typename B::value_type;
-            return B(T(0.5)) * v * (B(1) + xsimd::erf(v * B(T(k_sqrt1_2))));
-        });
-    case Unary::gelu_tanh:
-        return map_unary(x, "gelu", [](auto v) {
-            using B = decltype(v);
-            using T = typename B::value_type;
-            return B(T(0.5)) * v * (B(1) + xsimd::tanh(gelu_tanh_inner(v)));
-        });
-    }
-    return {};
+    static constexpr const char* names[] = {"neg", "exp",  "log",  "sqrt", "abs",    "tanh",
+                                            "sigmoid", "relu", "gelu", "gelu", "square", "sign"};
+    return map_unary(x, op, names[static_cast<int>(op)]);
 }
 
 Value add_scalar(const Value& x, double s)
@@ -318,53 +260,17 @@ Value clamp(const Value& x, double lo, double hi)
 
 // ---- backward helpers --------------------------------------------------------------------
 
-Value relu_backward(const Value& dy, const Value& x)
-{
-    return map_binary_same(dy, x, "relu_backward", [](auto g, auto v) {
-        using B = decltype(v);
-        return xsimd::select(v > B(0), g, B(0));
-    });
-}
-
-Value tanh_backward(const Value& dy, const Value& y)
-{
-    return map_binary_same(dy, y, "tanh_backward", [](auto g, auto v) { return g * (decltype(v)(1) - v * v); });
-}
-
+Value relu_backward(const Value& dy, const Value& x) { return map_backward(dy, x, UnaryBackward::relu, "relu_backward"); }
+Value tanh_backward(const Value& dy, const Value& y) { return map_backward(dy, y, UnaryBackward::tanh, "tanh_backward"); }
 Value sigmoid_backward(const Value& dy, const Value& y)
 {
-    return map_binary_same(dy, y, "sigmoid_backward", [](auto g, auto v) { return g * v * (decltype(v)(1) - v); });
+    return map_backward(dy, y, UnaryBackward::sigmoid, "sigmoid_backward");
 }
-
 Value gelu_backward(const Value& dy, const Value& x, bool tanh_approx)
 {
-    if (!tanh_approx)
-        // d/dx [x Φ(x)] = Φ(x) + x φ(x)
-        return map_binary_same(dy, x, "gelu_backward", [](auto g, auto v) {
-            using B = decltype(v);
-            using T = typename B::value_type;
-            B cdf = B(T(0.5)) * (B(1) + xsimd::erf(v * B(T(k_sqrt1_2))));
-            B pdf = B(T(k_inv_sqrt_2pi)) * xsimd::exp(B(T(-0.5)) * v * v);
-            return g * (cdf + v * pdf);
-        });
-    // y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi)(x + c x^3)
-    // dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 c x^2)
-    return map_binary_same(dy, x, "gelu_backward", [](auto g, auto v) {
-        using B = decltype(v);
-        using T = typename B::value_type;
-        B t = xsimd::tanh(gelu_tanh_inner(v));
-        B du = B(T(k_sqrt_2_pi)) * (B(1) + B(T(3 * k_gelu_c)) * v * v);
-        return g * (B(T(0.5)) * (B(1) + t) + B(T(0.5)) * v * (B(1) - t * t) * du);
-    });
+    return map_backward(dy, x, tanh_approx ? UnaryBackward::gelu_tanh : UnaryBackward::gelu_erf, "gelu_backward");
 }
-
-Value abs_backward(const Value& dy, const Value& x)
-{
-    return map_binary_same(dy, x, "abs_backward", [](auto g, auto v) {
-        using B = decltype(v);
-        return g * xsimd::select(v > B(0), B(1), xsimd::select(v < B(0), B(-1), B(0)));
-    });
-}
+Value abs_backward(const Value& dy, const Value& x) { return map_backward(dy, x, UnaryBackward::abs, "abs_backward"); }
 
 Value clamp_backward(const Value& dy, const Value& x, double lo, double hi)
 {

@@ -1,8 +1,10 @@
-// The public GEMM entry points: each call goes to one compilation of tensor/gemm_arch.cpp. A
-// -Dnative=true build has one (the build machine's instruction set); a portable build
-// (-Dnative=false) has three on x86-64 — avx512 (F, BW, DQ, VL), avx2 (+ FMA) and the x86-64
-// baseline (SSE2) — and takes the best this CPU runs, once, at the first call.
-// SPOOL_GEMM_KERNEL=<name> (or set_gemm_kernel) picks another available one.
+// The public GEMM entry points, and the choice of instruction set for every kernel: each GEMM call
+// goes to one compilation of tensor/gemm_arch.cpp, the other hot loops to the same instruction
+// set's compilation of tensor/kernels_arch.cpp (kernel_table()). A -Dnative=true build has one
+// (the build machine's instruction set); a portable build (-Dnative=false) has three on x86-64 —
+// avx512 (F, BW, DQ, VL), avx2 (+ FMA) and the x86-64 baseline (SSE2) — and takes the best this
+// CPU runs, once, at the first call. SPOOL_KERNEL=<name> (SPOOL_GEMM_KERNEL, its older name, when
+// it is unset) or set_gemm_kernel picks another available one.
 #include "tensor/gemm.hpp"
 
 #include <atomic>
@@ -13,36 +15,44 @@
 
 #include "tensor/errors.hpp"
 #include "tensor/gemm_arch.hpp"
+#include "tensor/kernels_arch.hpp"
 
 namespace spool::kernels {
 
 namespace {
 
-std::vector<const GemmTable*> available_tables()
+/// One instruction set's compilations: the GEMM and the other hot loops, named alike.
+struct Arch {
+    const GemmTable* gemm;
+    const KernelTable* loops;
+    const char* name;
+};
+
+std::vector<Arch> available_arches()
 {
-#if defined(SPOOL_GEMM_PORTABLE)
+#if defined(SPOOL_ARCH_PORTABLE)
     __builtin_cpu_init();  // the checks below include the OS's support for the wider registers
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-    std::vector<const GemmTable*> v;
-    if (avx512) v.push_back(&avx512::gemm_table());
-    if (avx2) v.push_back(&avx2::gemm_table());
-    v.push_back(&x86_64::gemm_table());
+    std::vector<Arch> v;
+    if (avx512) v.push_back({&avx512::gemm_table(), &avx512::kernel_table(), avx512::gemm_table().name});
+    if (avx2) v.push_back({&avx2::gemm_table(), &avx2::kernel_table(), avx2::gemm_table().name});
+    v.push_back({&x86_64::gemm_table(), &x86_64::kernel_table(), x86_64::gemm_table().name});
     return v;
 #else
-    return {&native::gemm_table()};
+    return {{&native::gemm_table(), &native::kernel_table(), native::gemm_table().name}};
 #endif
 }
 
-const std::vector<const GemmTable*>& tables()
+const std::vector<Arch>& arches()
 {
-    static const std::vector<const GemmTable*> t = available_tables();
-    return t;
+    static const std::vector<Arch> a = available_arches();
+    return a;
 }
 
 /// "avx512" and "avx2" and "x86_64" name the portable build's compilations too.
-bool names(const GemmTable& t, const char* name)
+bool names(const Arch& t, const char* name)
 {
     if (std::strcmp(t.name, name) == 0) return true;
     const std::string n = t.name;
@@ -52,54 +62,61 @@ bool names(const GemmTable& t, const char* name)
     return false;
 }
 
-const GemmTable* find(const char* name)
+const Arch* find(const char* name)
 {
-    for (const GemmTable* t : tables())
-        if (names(*t, name)) return t;
+    for (const Arch& a : arches())
+        if (names(a, name)) return &a;
     return nullptr;
 }
 
 std::string listed()
 {
     std::string s;
-    for (const GemmTable* t : tables()) s += (s.empty() ? "" : ", ") + std::string(t->name);
+    for (const Arch& a : arches()) s += (s.empty() ? "" : ", ") + std::string(a.name);
     return s;
 }
 
-std::atomic<const GemmTable*> g_table{nullptr};
+std::atomic<const Arch*> g_arch{nullptr};
 
-const GemmTable& table()
+const Arch& arch()
 {
-    const GemmTable* t = g_table.load(std::memory_order_acquire);
-    if (t) return *t;
-    t = tables().front();
-    if (const char* env = std::getenv("SPOOL_GEMM_KERNEL"); env && *env) {
-        const GemmTable* chosen = find(env);
-        SPOOL_CHECK(chosen, ValueError, "SPOOL_GEMM_KERNEL: '", env, "' is not a GEMM kernel this build runs on this CPU (",
-                    listed(), ")");
-        t = chosen;
+    const Arch* a = g_arch.load(std::memory_order_acquire);
+    if (a) return *a;
+    a = &arches().front();
+    const char* var = "SPOOL_KERNEL";
+    const char* env = std::getenv(var);
+    if (!env || !*env) env = std::getenv(var = "SPOOL_GEMM_KERNEL");
+    if (env && *env) {
+        const Arch* chosen = find(env);
+        SPOOL_CHECK(chosen, ValueError, var, ": '", env, "' is not a kernel set this build runs on this CPU (", listed(),
+                    ")");
+        a = chosen;
     }
-    g_table.store(t, std::memory_order_release);
-    return *t;
+    g_arch.store(a, std::memory_order_release);
+    return *a;
 }
 
+const GemmTable& table() { return *arch().gemm; }
+
 }  // namespace
+
+const KernelTable& kernel_table() { return *arch().loops; }
 
 std::vector<const char*> gemm_kernels()
 {
     std::vector<const char*> v;
-    for (const GemmTable* t : tables()) v.push_back(t->name);
+    for (const Arch& a : arches()) v.push_back(a.name);
     return v;
 }
 
-const char* gemm_kernel() { return table().name; }
+const char* gemm_kernel() { return arch().name; }
 
 void set_gemm_kernel(const char* name)
 {
-    const GemmTable* t = find(name);
-    SPOOL_CHECK(t, ValueError, "set_gemm_kernel: '", name, "' is not a GEMM kernel this build runs on this CPU (",
+    const Arch* a = find(name);
+    SPOOL_CHECK(a, ValueError, "set_gemm_kernel: '", name, "' is not a GEMM kernel this build runs on this CPU (",
                 listed(), ")");
-    g_table.store(t, std::memory_order_release);
+    g_arch.store(a, std::memory_order_release);
 }
 
 template <class T>

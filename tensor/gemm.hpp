@@ -11,13 +11,15 @@ namespace spool::kernels {
 
 /// The GEMM kernels this build runs on this CPU, best first, named by instruction set
 /// ("avx512bw", "fma3+avx2", "sse2"). A -Dnative=true build has one (the build machine's); a
-/// portable build (-Dnative=false) chooses among its compilations by the CPU at run time.
+/// portable build (-Dnative=false) chooses among its compilations by the CPU at run time. The
+/// choice holds for the other hot kernels too (elementwise, layer norm, Philox and dropout).
 std::vector<const char*> gemm_kernels();
-/// The kernel in use: the first of gemm_kernels(), unless SPOOL_GEMM_KERNEL (a name above, or
-/// "avx512", "avx2", "x86_64") or set_gemm_kernel chose another.
+/// The kernel in use: the first of gemm_kernels(), unless SPOOL_KERNEL (a name above, or
+/// "avx512", "avx2", "x86_64"; SPOOL_GEMM_KERNEL, its older name, when unset) or set_gemm_kernel
+/// chose another.
 const char* gemm_kernel();
-/// Use the named kernel from now on (tests, benchmarks); ValueError if this build or CPU lacks
-/// it. Not for use while another thread runs a GEMM.
+/// Use the named kernel set from now on (tests, benchmarks); ValueError if this build or CPU
+/// lacks it. Not for use while another thread runs a kernel.
 void set_gemm_kernel(const char* name);
 
 /// C[M,N] = alpha * op(A) * op(B) + beta * C, all row-major.

@@ -3,11 +3,11 @@
 // applies the transposes), and a register-blocked xsimd FMA micro-kernel computes MR x NR tiles of
 // C; spool's thread pool (tensor/parallel.hpp) splits C between threads. Small products skip packing and threads (a direct path).
 //
-// This file is compiled once per instruction set: SPOOL_GEMM_ARCH names the namespace its code lives
+// This file is compiled once per instruction set: SPOOL_ARCH names the namespace its code lives
 // in (native: the build machine's, -march=native; x86_64, avx2, avx512: the portable build's three,
 // chosen at run time by tensor/gemm.cpp). xsimd's default arch follows the compile flags, so the
 // tile sizes and the kernel adapt. Everything here, helpers included, sits in that namespace, so no
-// two compilations share a symbol (scripts/check_gemm_symbols.py checks the objects).
+// two compilations share a symbol (scripts/check_arch_symbols.py checks the objects).
 // Not here: complex or mixed types.
 
 #include "tensor/gemm_arch.hpp"
@@ -28,11 +28,11 @@
 #include "tensor/threads.hpp"
 #include "tensor/xsimd_include.hpp"
 
-#ifndef SPOOL_GEMM_ARCH
-#error "compile gemm_arch.cpp with -DSPOOL_GEMM_ARCH=<namespace> (tensor/meson.build does)"
+#ifndef SPOOL_ARCH
+#error "compile gemm_arch.cpp with -DSPOOL_ARCH=<namespace> (tensor/meson.build does)"
 #endif
 
-namespace spool::kernels::SPOOL_GEMM_ARCH {
+namespace spool::kernels::SPOOL_ARCH {
 
 namespace {
 
@@ -576,4 +576,4 @@ const GemmTable kTable{xsimd::default_arch::name(),
 
 const GemmTable& gemm_table() { return kTable; }
 
-}  // namespace spool::kernels::SPOOL_GEMM_ARCH
+}  // namespace spool::kernels::SPOOL_ARCH

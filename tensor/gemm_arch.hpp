@@ -19,8 +19,8 @@ struct GemmTable {
                       std::int64_t, std::int64_t);
 };
 
-// One table per compilation; meson defines SPOOL_GEMM_NATIVE (one, -march=native) or
-// SPOOL_GEMM_PORTABLE (three, chosen by the CPU at run time).
+// One table per compilation; meson defines SPOOL_ARCH_NATIVE (one, -march=native) or
+// SPOOL_ARCH_PORTABLE (three, chosen by the CPU at run time).
 namespace native { const GemmTable& gemm_table(); }
 namespace x86_64 { const GemmTable& gemm_table(); }
 namespace avx2 { const GemmTable& gemm_table(); }

@@ -1,9 +1,10 @@
 // Layer norm over contiguous rows: one pass for the moments (mean, then centred sum of
-// squares, for accuracy), one for the output; backward in two passes per row.
+// squares, for accuracy), one for the output; backward in two passes per row. The row loops
+// run in the chosen instruction set's compilation (tensor/kernels_arch.cpp).
 #include <cmath>
 
+#include "tensor/kernels_arch.hpp"
 #include "tensor/nn_kernels.hpp"
-#include "tensor/parallel.hpp"
 #include "tensor/simd.hpp"
 
 namespace spool::kernels {
@@ -25,43 +26,7 @@ Value layer_norm(const Value& x, std::int64_t D, const Value& weight, const Valu
         T* ys = y.data<T>();
         T* ms = mean.data<T>();
         T* rs = rstd.data<T>();
-        constexpr std::int64_t W = batch<T>::size;
-        int nt = threads_for(N * D);
-        spool::detail::parallel_for(N, nt, [&](std::int64_t n) {
-            const T* r = xs + n * D;
-            T* o = ys + n * D;
-            batch<T> acc(T(0));
-            std::int64_t i = 0;
-            for (; i + W <= D; i += W) acc += batch<T>::load_unaligned(r + i);
-            T s = xsimd::hadd(acc);
-            for (; i < D; ++i) s += r[i];
-            const T m = s / T(D);
-            batch<T> bm(m), acc2(T(0));
-            i = 0;
-            for (; i + W <= D; i += W) {
-                auto d = batch<T>::load_unaligned(r + i) - bm;
-                acc2 = xsimd::fma(d, d, acc2);
-            }
-            T ss = xsimd::hadd(acc2);
-            for (; i < D; ++i) ss += (r[i] - m) * (r[i] - m);
-            const T rsd = T(1) / std::sqrt(ss / T(D) + T(eps));
-            ms[n] = m;
-            rs[n] = rsd;
-            batch<T> br(rsd);
-            i = 0;
-            for (; i + W <= D; i += W) {
-                auto h = (batch<T>::load_unaligned(r + i) - bm) * br;
-                if (w) h = h * batch<T>::load_unaligned(w + i);
-                if (b) h = h + batch<T>::load_unaligned(b + i);
-                h.store_unaligned(o + i);
-            }
-            for (; i < D; ++i) {
-                T h = (r[i] - m) * rsd;
-                if (w) h *= w[i];
-                if (b) h += b[i];
-                o[i] = h;
-            }
-        });
+        typed_kernels<T>().layer_norm(xs, w, b, ys, ms, rs, N, D, eps);
         if (saved) *saved = {mean, rstd};
         return y;
     });
@@ -81,36 +46,12 @@ Value layer_norm_backward(const Value& dy, const Value& x, std::int64_t D, const
         const T* ms = saved.mean.data<T>();
         const T* rs = saved.rstd.data<T>();
         T* d = dx.data<T>();
-        int nt = threads_for(N * D);
         // dweight / dbias are summed over rows in fixed blocks (their number depends on N
         // only), then the blocks are added in order: the same bits for every thread count
         const std::int64_t nb = std::min<std::int64_t>(N, 64);
         std::vector<T> part_w(dweight ? nb * D : 0, T(0)), part_b(dbias ? nb * D : 0, T(0));
-        spool::detail::parallel_for(nb, nt, [&](std::int64_t blk) {
-            T* pw = dweight ? part_w.data() + blk * D : nullptr;
-            T* pb = dbias ? part_b.data() + blk * D : nullptr;
-            for (std::int64_t n = blk * N / nb; n < (blk + 1) * N / nb; ++n) {
-                const T* gr = g + n * D;
-                const T* xr = xs + n * D;
-                T* dr = d + n * D;
-                const T m = ms[n], r = rs[n];
-                T sg = 0, sgx = 0;
-                for (std::int64_t i = 0; i < D; ++i) {
-                    T xh = (xr[i] - m) * r;
-                    T gi = w ? gr[i] * w[i] : gr[i];
-                    sg += gi;
-                    sgx += gi * xh;
-                    if (pw) pw[i] += gr[i] * xh;
-                    if (pb) pb[i] += gr[i];
-                }
-                const T a = sg / T(D), c = sgx / T(D);
-                for (std::int64_t i = 0; i < D; ++i) {
-                    T xh = (xr[i] - m) * r;
-                    T gi = w ? gr[i] * w[i] : gr[i];
-                    dr[i] = r * (gi - a - xh * c);
-                }
-            }
-        });
+        typed_kernels<T>().layer_norm_backward(g, xs, w, ms, rs, d, dweight ? part_w.data() : nullptr,
+                                               dbias ? part_b.data() : nullptr, N, D, nb);
         auto reduce = [&](std::vector<T>& part, Value* out) {
             if (!out) return;
             *out = Value::zeros(Shape{D}, x.dtype());

@@ -17,6 +17,7 @@
 #include "messages.hpp"
 #include "tensor/errors.hpp"
 #include "tensor/gemm.hpp"
+#include "tensor/kernels_arch.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/threads.hpp"
 
@@ -265,13 +266,14 @@ TEST_CASE("gemm kernels: each one this build runs on this CPU matches the refere
     for (const char* name : kernels) {
         k::set_gemm_kernel(name);
         CHECK(std::string(k::gemm_kernel()) == name);
+        CHECK(std::string(k::kernel_table().name) == name);  // the other hot loops follow the GEMM
         for (const Case& c : shapes) {
             INFO("kernel " << std::string(name));
             check_gemm<float>(c, 0.75f, 0.0f, gen);
             check_gemm<double>(c, 0.75, 0.5, gen);
         }
     }
-    // the short names SPOOL_GEMM_KERNEL also takes
+    // the short names SPOOL_KERNEL also takes
     for (const char* alias : {"avx512", "avx2", "x86_64"}) {
         const std::string want = std::string(alias) == "avx512" ? "avx512bw"
                                  : std::string(alias) == "avx2" ? "fma3+avx2"

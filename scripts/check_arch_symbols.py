@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Check that the compilations of tensor/gemm_arch.cpp (one per instruction set) share no symbol.
+"""Check that the compilations of tensor/gemm_arch.cpp and tensor/kernels_arch.cpp (one per
+instruction set) share no symbol.
 
 Each compilation's code lives in its own namespace; a symbol they still share -- a weak
 (inline/template) definition emitted out of line -- would let the linker keep the AVX-512 copy
 for every caller, and the program would die on a CPU without AVX-512. So every defined, non-local
-symbol of an arch library must be its own gemm_table() entry point, and none may be weak.
+symbol of an arch library must be one of its own entry points (gemm_table(), kernel_table()), and
+none may be weak.
 
-Usage: check_gemm_symbols.py LIB.a [LIB.a ...]   (the spool_gemm_<arch> libraries)
+Usage: check_arch_symbols.py LIB.a [LIB.a ...]   (the spool_arch_<arch> libraries)
 """
 import re
 import subprocess
@@ -24,24 +26,24 @@ def symbols(path):
 def main(paths):
     bad = []
     for path in paths:
-        arch = re.search(r"spool_gemm_(\w+)\.a$", path)
+        arch = re.search(r"spool_arch_(\w+)\.a$", path)
         if not arch:
-            bad.append(f"{path}: not a spool_gemm_<arch>.a library")
+            bad.append(f"{path}: not a spool_arch_<arch>.a library")
             continue
-        entry = f"spool::kernels::{arch.group(1)}::gemm_table()"
-        found = False
+        entries = {f"spool::kernels::{arch.group(1)}::{table}()" for table in ("gemm_table", "kernel_table")}
+        found = set()
         for kind, name in symbols(path):
             if kind in "tbdrn":  # local to the object
                 continue
             if name.startswith("DW.ref."):  # the exception personality's reference: data, same in all
                 continue
-            if kind == "T" and name == entry:
-                found = True
+            if kind == "T" and name in entries:
+                found.add(name)
                 continue
             bad.append(f"{path}: {kind} {name}")
-        if not found:
+        for entry in sorted(entries - found):
             bad.append(f"{path}: no {entry}")
-        print(f"{path}: ok" if found else f"{path}: missing entry point")
+        print(f"{path}: ok" if found == entries else f"{path}: missing entry point")
     for b in bad:
         print("shared or unexpected symbol:", b)
     return 1 if bad else 0
