@@ -37,6 +37,7 @@ struct Cli {
     std::int64_t save_every = 0;
     std::string resume;
     double target = 0.99;
+    double bucket_mb = 25;  // DistributedDataParallel's gradient buckets (PyTorch's default)
     bool smoke = false, plots = true, anomaly = false, require_target = false, distributed = false;
 };
 
@@ -100,6 +101,9 @@ int main(int argc, char** argv)
     app.add_flag("--distributed", a.distributed,
                  "data-parallel over MPI: run under mpirun -np N; each rank trains on its part of every batch "
                  "(on by itself when mpirun starts more than one process)");
+    app.add_option("--bucket-mb", a.bucket_mb, "--distributed: MiB per gradient all-reduce bucket (smaller: more overlap "
+                                               "with backward, more messages)")
+        ->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
 
     if (a.smoke) train::shrink_for_smoke(c);
@@ -121,7 +125,8 @@ int main(int argc, char** argv)
             world = dist::world_size();
         }
         if (world > 1) {  // one rank (mpirun -np 1) trains as one process
-            ddp = std::make_unique<dist::DistributedDataParallel>(trainer.model());  // rank 0's weights everywhere
+            ddp = std::make_unique<dist::DistributedDataParallel>(  // rank 0's weights everywhere
+                trainer.model(), dist::DistributedDataParallelOptions{.bucket_cap_mb = a.bucket_mb});
             trainer.set_data_parallel({.rank = rank, .world = world,
                                        .sync_gradients = [&] { ddp->finish_gradient_sync(); },
                                        .sum = [](double v) {
