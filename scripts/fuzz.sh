@@ -16,10 +16,14 @@ mkdir -p "$work/obj" "$work/corpus"
 # pulls in the tape, random numbers, casts and the finite check of anomaly mode).
 srcs=(io/safetensors.cpp tests/fuzz/fuzz_safetensors.cpp tensor/shape.cpp tensor/value.cpp tensor/layout.cpp
       tensor/random.cpp tensor/elementwise.cpp tensor/threads.cpp tensor/profiler.cpp autograd/tensor.cpp autograd/tape.cpp)
+# the kernels chosen at run time (random.cpp's Philox blocks go through their table): the
+# dispatcher and this machine's one compilation of each per-instruction-set file
+srcs+=(tensor/gemm.cpp tensor/gemm_arch.cpp tensor/kernels_arch.cpp)
 # tensor/reduce.cpp captures structured bindings in lambdas, which clang 14 cannot compile:
 # it is built with g++, uninstrumented (only all_finite is used, by anomaly mode, off here)
 gcc_srcs=(tensor/reduce.cpp)
-flags=(-std=c++20 -O1 -g -I. -DXTENSOR_USE_XSIMD -march=native -fno-omit-frame-pointer)
+flags=(-std=c++20 -O1 -g -I. -DXTENSOR_USE_XSIMD -march=native -fno-omit-frame-pointer -DSPOOL_ARCH_NATIVE
+       -DSPOOL_ARCH=native)
 obj_of() { echo "$work/obj/$(echo "$1" | tr / _).o"; }
 # compile src with the given compiler and flags when its object is older than it or than any header
 build() {
