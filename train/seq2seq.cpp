@@ -92,12 +92,11 @@ std::vector<Example> pool_examples(const std::vector<Example>& pool, std::uint64
     return part;
 }
 
-// non-padding target tokens of pairs [begin, end): what make_batch counts, without the tensors
-std::int64_t target_tokens(const std::vector<Example>& ex, std::int64_t begin, std::int64_t end, const CharVocab& vocab)
+// non-padding target tokens of the pairs: what make_batch counts (one id per character + EOS)
+std::int64_t target_tokens(const std::vector<Example>& ex)
 {
     std::int64_t n = 0;
-    for (std::int64_t i = begin; i < end; ++i)
-        n += static_cast<std::int64_t>(vocab.encode(ex[static_cast<std::size_t>(i)].tgt).size()) + 1;  // + EOS
+    for (const Example& e : ex) n += static_cast<std::int64_t>(e.tgt.size()) + 1;
     return n;
 }
 }  // namespace
@@ -192,20 +191,18 @@ StepRecord Seq2SeqTrainer::step()
     std::vector<Example> pairs = s_->pool.empty()
                                      ? sample_set(*task_, config_.batch_size, step_seed(config_.seed, step_), Split::train)
                                      : pool_examples(s_->pool, config_.seed, step_, config_.batch_size);
-    // data-parallel: this rank's rows, its loss weighted so that the ranks' average is the whole batch's
-    double weight = 1;
+    std::int64_t all = 0;  // the whole batch's tokens (data-parallel)
     if (dp_.world > 1) {
         const RowRange rows = shard_rows(config_.batch_size, dp_.rank, dp_.world);
         SPOOL_CHECK(rows.end > rows.begin, ValueError, "Seq2SeqTrainer: batch_size ", config_.batch_size,
                     " leaves rank ", dp_.rank, " of ", dp_.world, " no rows; use a batch of at least one row per rank");
-        const std::int64_t all = target_tokens(pairs, 0, config_.batch_size, task_->vocab());
+        all = target_tokens(pairs);
         pairs = std::vector<Example>(pairs.begin() + rows.begin, pairs.begin() + rows.end);
-        weight = static_cast<double>(target_tokens(pairs, 0, rows.end - rows.begin, task_->vocab())) * dp_.world /
-                 static_cast<double>(all);
-        r.tokens = all;
     }
     Batch b = make_batch(pairs, task_->vocab());
-    if (dp_.world == 1) r.tokens = b.tokens;
+    r.tokens = dp_.world > 1 ? all : b.tokens;
+    // data-parallel: this rank's loss weighted so that the ranks' average is the whole batch's
+    const double weight = dp_.world > 1 ? static_cast<double>(b.tokens) * dp_.world / static_cast<double>(all) : 1;
     const std::int64_t N = b.tgt_out.size(0), T = b.tgt_out.size(1);
     auto& model = *s_->model;
     model.train();
