@@ -261,18 +261,22 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b)
         {c});
 }
 
-// dropout(x, p) -> y = x * m, m = 0 w.p. p else 1/(1-p)     dx += dy * m          saves m
+// dropout(x, p) -> y = x * m, m = 0 w.p. p else 1/(1-p)     dx += dy * m          saves m as bits
 Tensor dropout(const Tensor& x, double p, bool training)
 {
     detail::OpProfile prof(OpKind::Dropout);
     check_float(x, "dropout");
     SPOOL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability has to be between 0 and 1; got ", p);
     if (!training || p == 0) return x;
-    // the mask is regenerated from its counters in backward, never stored (PyTorch keeps a
-    // byte per element; here dropout saves nothing but 16 bytes of generator state)
+    // the mask is saved as one bit per element (PyTorch keeps a byte): backward applies the
+    // bits instead of drawing the Philox words again, which cost twice as much
     const RngState s = k::dropout_reserve(x.numel());
-    return record(OpKind::Dropout, {x}, k::dropout_apply(x.value(), p, s),
-                  [s, p](const Value& dy, Grads& dx) { dx.add(0, k::dropout_apply(dy, p, s)); });
+    if (!detail::recording(&x, 1)) return detail::unrecorded(OpKind::Dropout, k::dropout_apply(x.value(), p, s));
+    Value keep;
+    Value y = k::dropout_apply(x.value(), p, s, &keep);
+    return record(
+        OpKind::Dropout, {x}, std::move(y),
+        [keep, p](const Value& dy, Grads& dx) { dx.add(0, k::dropout_apply_bits(keep, dy, p)); }, {keep});
 }
 
 // to(x, dtype) -> y = cast(x)     dx += cast(dy, x.dtype)

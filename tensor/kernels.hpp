@@ -89,8 +89,10 @@ Value matmul(const Value& a, const Value& b, bool ta = false, bool tb = false);
 Value dropout_mask(const Shape& shape, DType dt, double p);
 /// The generator state a dropout of n elements draws from (reserved: later draws differ).
 RngState dropout_reserve(std::int64_t n);
-/// x times the keep-multiplier dropout_mask would give from state s, in one pass and with
-/// no mask stored: dropout's backward calls it again on dy with the same s.
-Value dropout_apply(const Value& x, double p, const RngState& s);
+/// x times the keep-multiplier dropout_mask would give from state s, in one pass. With keep,
+/// also the mask as bits (int64 [ceil(n / 64)], bit i % 64 of word i / 64: element i kept),
+/// which dropout_apply_bits applies to dy in backward without drawing again.
+Value dropout_apply(const Value& x, double p, const RngState& s, Value* keep = nullptr);
+Value dropout_apply_bits(const Value& keep, const Value& x, double p);
 
 }  // namespace spool::kernels

@@ -639,11 +639,11 @@ void philox4x32(std::uint32_t ctr[4], const std::uint32_t key[2])
     }
 }
 
-/// Fill n outputs, each from `per` consecutive uint32 words, chunked over threads.
-/// out[i] = conv(words of output i, i). per is a template parameter: a runtime divisor in w / per cost an integer division per
-/// output and kept the loop scalar.
-template <int per, class T, class Conv>
-void fill(const RngState& s, T* out, std::int64_t n, Conv conv)
+/// Philox words for outputs [0, n), `per` words each, in chunks of 1024 words over threads:
+/// chunk(words, first, count) gets the words of outputs [first, first + count); first is a
+/// multiple of 1024 / per (so of 64 for one word per output).
+template <int per, class Chunk>
+void for_word_chunks(const RngState& s, std::int64_t n, Chunk chunk)
 {
     constexpr std::int64_t chunk_blocks = 256;
     std::int64_t words = n * per, nblocks = (words + 3) / 4;
@@ -654,10 +654,19 @@ void fill(const RngState& s, T* out, std::int64_t n, Conv conv)
         philox_blocks(s, b0, nbk, buf);
         std::int64_t w0 = b0 * 4, w1 = std::min(words, w0 + nbk * 4);
         // outputs fully inside this chunk (per divides 4, so none straddles chunks)
-        T* o = out + w0 / per;
-        const std::int64_t count = (w1 - w0) / per;
+        chunk(static_cast<const std::uint32_t*>(buf), w0 / per, (w1 - w0) / per);
+    });
+}
+
+/// Fill n outputs, each from `per` consecutive uint32 words, chunked over threads.
+/// out[i] = conv(words of output i, i). per is a template parameter: a runtime divisor in w / per cost an integer division per
+/// output and kept the loop scalar.
+template <int per, class T, class Conv>
+void fill(const RngState& s, T* out, std::int64_t n, Conv conv)
+{
+    for_word_chunks<per>(s, n, [&](const std::uint32_t* buf, std::int64_t first, std::int64_t count) {
+        T* o = out + first;
         const Conv f = conv;  // a local copy: stores to o cannot alias its captures, so this vectorises
-        const std::int64_t first = w0 / per;
         for (std::int64_t k = 0; k < count; ++k) o[k] = f(buf + k * per, first + k);
     });
 }
@@ -705,12 +714,94 @@ void dropout_mask(const RngState& s, T* d, std::int64_t n, std::uint32_t thresho
     fill<1>(s, d, n, [=](const std::uint32_t* w, std::int64_t) { return w[0] >= threshold ? scale : T(0); });
 }
 
+// Bits w[j] >= threshold of count words (count <= 1024) into keep[j / 64], bit j % 64.
+inline void keep_bits(const std::uint32_t* w, std::int64_t count, std::uint32_t threshold, std::uint64_t* keep)
+{
+    std::int64_t j = 0;
+#if defined(__AVX512F__)
+    const __m512i t = _mm512_set1_epi32(static_cast<int>(threshold));
+    for (; j + 64 <= count; j += 64) {
+        std::uint64_t bits = 0;
+        for (int q = 0; q < 4; ++q) {
+            const __m512i v = _mm512_load_si512(w + j + 16 * q);
+            bits |= std::uint64_t(_mm512_cmpge_epu32_mask(v, t)) << (16 * q);
+        }
+        keep[j / 64] = bits;
+    }
+#elif defined(__AVX2__)
+    // unsigned >= as signed > after flipping the sign bits: w >= t  <=>  (w ^ s) > ((t - 1) ^ s), t > 0
+    const __m256i sign = _mm256_set1_epi32(std::numeric_limits<std::int32_t>::min());
+    const __m256i t1 = _mm256_xor_si256(_mm256_set1_epi32(static_cast<int>(threshold - 1)), sign);
+    if (threshold > 0)
+        for (; j + 64 <= count; j += 64) {
+            std::uint64_t bits = 0;
+            for (int q = 0; q < 8; ++q) {
+                const __m256i v = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(w + j + 8 * q)), sign);
+                const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(v, t1)));
+                bits |= std::uint64_t(static_cast<unsigned>(m)) << (8 * q);
+            }
+            keep[j / 64] = bits;
+        }
+#endif
+    for (; j < count; j += 64) {
+        std::uint64_t bits = 0;
+        const std::int64_t m = std::min<std::int64_t>(64, count - j);
+        for (std::int64_t b = 0; b < m; ++b) bits |= std::uint64_t(w[j + b] >= threshold) << b;
+        keep[j / 64] = bits;
+    }
+}
+
 // x times the multiplier, so NaN and inf in x propagate as x * 0 does (PyTorch's x * mask)
 template <class T>
-void dropout_apply(const RngState& s, const T* xs, T* y, std::int64_t n, std::uint32_t threshold, T scale, bool all)
+void dropout_apply(const RngState& s, const T* xs, T* y, std::int64_t n, std::uint32_t threshold, T scale, bool all,
+                   std::uint64_t* keep)
 {
-    fill<1>(s, y, n, [=](const std::uint32_t* w, std::int64_t i) {
-        return xs[i] * (all || w[0] < threshold ? T(0) : scale);
+    for_word_chunks<1>(s, n, [&](const std::uint32_t* w, std::int64_t first, std::int64_t count) {
+        const T* x = xs + first;
+        T* o = y + first;
+        // locals, not the captured references: stores to o cannot alias them, so this vectorises
+        const T sc = all ? T(0) : scale;
+        const std::uint32_t th = threshold;
+        for (std::int64_t k = 0; k < count; ++k) o[k] = x[k] * (w[k] < th ? T(0) : sc);
+        if (keep == nullptr) return;
+        if (all)
+            std::fill_n(keep + first / 64, (count + 63) / 64, std::uint64_t(0));
+        else
+            keep_bits(w, count, threshold, keep + first / 64);
+    });
+}
+
+// y = x * (kept ? scale : 0) from the bits dropout_apply stored
+template <class T>
+void dropout_apply_bits(const std::uint64_t* keep, const T* xs, T* y, std::int64_t n, T scale)
+{
+    const std::int64_t words = (n + 63) / 64;
+    spool::detail::parallel_blocks(words, detail::threads_for(n), 1, [&](std::int64_t w0, std::int64_t w1) {
+        for (std::int64_t wi = w0; wi < w1; ++wi) {
+            const std::uint64_t bits = keep[wi];
+            const std::int64_t i0 = wi * 64, m = std::min<std::int64_t>(64, n - i0);
+            const T* x = xs + i0;
+            T* o = y + i0;
+#if defined(__AVX512F__)
+            if (m == 64) {
+                if constexpr (std::is_same_v<T, float>) {
+                    const __m512 sc = _mm512_set1_ps(scale);
+                    for (int q = 0; q < 4; ++q) {
+                        const __m512 mult = _mm512_maskz_mov_ps(__mmask16(bits >> (16 * q)), sc);
+                        _mm512_storeu_ps(o + 16 * q, _mm512_mul_ps(_mm512_loadu_ps(x + 16 * q), mult));
+                    }
+                } else {
+                    const __m512d sc = _mm512_set1_pd(scale);
+                    for (int q = 0; q < 8; ++q) {
+                        const __m512d mult = _mm512_maskz_mov_pd(__mmask8(bits >> (8 * q)), sc);
+                        _mm512_storeu_pd(o + 8 * q, _mm512_mul_pd(_mm512_loadu_pd(x + 8 * q), mult));
+                    }
+                }
+                continue;
+            }
+#endif
+            for (std::int64_t b = 0; b < m; ++b) o[b] = x[b] * ((bits >> b) & 1 ? scale : T(0));
+        }
     });
 }
 
@@ -718,11 +809,11 @@ void dropout_apply(const RngState& s, const T* xs, T* y, std::int64_t n, std::ui
 const KernelTable kTable{
     xsimd::default_arch::name(),
     {unary<float>, unary_backward<float>, binary_row<float>, layer_norm<float>, layer_norm_backward<float>,
-     dropout_mask<float>, dropout_apply<float>, uniform_f, normal_f, row_max_nan<float>, exp_shift_sum<float>,
+     dropout_mask<float>, dropout_apply<float>, dropout_apply_bits<float>, uniform_f, normal_f, row_max_nan<float>, exp_shift_sum<float>,
      scale_row<float>, scores_few_rows<float>, weighted_sum_few_rows<float>, sum<float>, softmax<float>,
      softmax_backward<float>},
     {unary<double>, unary_backward<double>, binary_row<double>, layer_norm<double>, layer_norm_backward<double>,
-     dropout_mask<double>, dropout_apply<double>, uniform_d, normal_d, row_max_nan<double>, exp_shift_sum<double>,
+     dropout_mask<double>, dropout_apply<double>, dropout_apply_bits<double>, uniform_d, normal_d, row_max_nan<double>, exp_shift_sum<double>,
      scale_row<double>, scores_few_rows<double>, weighted_sum_few_rows<double>, sum<double>, softmax<double>,
      softmax_backward<double>},
     philox_blocks,

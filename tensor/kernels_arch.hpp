@@ -33,9 +33,12 @@ struct TypedKernels {
                                 T* pb, std::int64_t N, std::int64_t D, std::int64_t nb);
     /// Dropout of n elements from the draw s: keep-multipliers (0 or scale) into mask, or
     /// y = x * multiplier (NaN and inf in x propagate as x * 0 does); all drops everything.
+    /// keep, when not null, receives one bit per element (bit i % 64 of word i / 64: kept), which
+    /// dropout_apply_bits applies again (backward) without drawing.
     void (*dropout_mask)(const RngState& s, T* mask, std::int64_t n, std::uint32_t threshold, T scale);
     void (*dropout_apply)(const RngState& s, const T* x, T* y, std::int64_t n, std::uint32_t threshold, T scale,
-                          bool all);
+                          bool all, std::uint64_t* keep);
+    void (*dropout_apply_bits)(const std::uint64_t* keep, const T* x, T* y, std::int64_t n, T scale);
     /// rng::uniform and rng::normal (tensor/random.hpp).
     void (*uniform)(const RngState& s, T* out, std::int64_t n);
     void (*normal)(const RngState& s, T* out, std::int64_t n);

@@ -78,6 +78,12 @@ void normal(const RngState& s, double* out, std::int64_t n) { kernels::typed_ker
 
 }  // namespace rng
 
+namespace {
+// dropout's keep-multiplier (0 when everything is dropped)
+template <class T>
+T keep_scale(double p) { return p == 1 ? T(0) : static_cast<T>(1.0 / (1.0 - p)); }
+}  // namespace
+
 Value kernels::dropout_mask(const Shape& shape, DType dt, double p)
 {
     SPOOL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability has to be between 0 and 1; got ", p);
@@ -90,21 +96,38 @@ Value kernels::dropout_mask(const Shape& shape, DType dt, double p)
             return m;
         }
         RngState s = dropout_reserve(n);
-        kernels::typed_kernels<T>().dropout_mask(s, d, n, rng::keep_threshold(p), static_cast<T>(1.0 / (1.0 - p)));
+        kernels::typed_kernels<T>().dropout_mask(s, d, n, rng::keep_threshold(p), keep_scale<T>(p));
         return m;
     });
 }
 
 RngState kernels::dropout_reserve(std::int64_t n) { return rng::reserve(static_cast<std::uint64_t>((n + 3) / 4)); }
 
-Value kernels::dropout_apply(const Value& x, double p, const RngState& s)
+Value kernels::dropout_apply(const Value& x, double p, const RngState& s, Value* keep)
 {
     SPOOL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability has to be between 0 and 1; got ", p);
     return kernels::detail::dispatch_float(x.dtype(), "dropout", [&]<class T>() {
         Value y = Value::empty(x.shape(), x.dtype());
-        const T scale = p == 1 ? T(0) : static_cast<T>(1.0 / (1.0 - p));
         const std::uint32_t threshold = p == 1 ? 0 : rng::keep_threshold(p);
-        kernels::typed_kernels<T>().dropout_apply(s, x.data<T>(), y.data<T>(), x.numel(), threshold, scale, p == 1);
+        std::uint64_t* bits = nullptr;
+        if (keep != nullptr) {
+            *keep = Value::empty(Shape{(x.numel() + 63) / 64}, i64);
+            bits = reinterpret_cast<std::uint64_t*>(keep->data<std::int64_t>());
+        }
+        kernels::typed_kernels<T>().dropout_apply(s, x.data<T>(), y.data<T>(), x.numel(), threshold, keep_scale<T>(p),
+                                                  p == 1, bits);
+        return y;
+    });
+}
+
+Value kernels::dropout_apply_bits(const Value& keep, const Value& x, double p)
+{
+    SPOOL_CHECK(keep.dtype() == i64 && keep.numel() == (x.numel() + 63) / 64, ValueError,
+                "dropout: a mask of ", keep.numel(), " words does not fit ", x.numel(), " elements");
+    return kernels::detail::dispatch_float(x.dtype(), "dropout", [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        kernels::typed_kernels<T>().dropout_apply_bits(reinterpret_cast<const std::uint64_t*>(keep.data<std::int64_t>()),
+                                                       x.data<T>(), y.data<T>(), x.numel(), keep_scale<T>(p));
         return y;
     });
 }
