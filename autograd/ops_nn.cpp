@@ -36,8 +36,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias)
     }
     Value x2 = x.value().view(Shape{N, in});
     Value w = weight.value();
-    Value y = k::matmul(x2, w, false, true);
-    if (bias.defined()) k::add_(y, bias.value());
+    Value y = k::linear(x2, w, bias.defined() ? bias.value() : Value());
     Shape ys = x.shape();
     ys.set(ys.rank() - 1, out, "linear");
     const bool has_bias = bias.defined();

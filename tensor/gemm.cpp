@@ -121,13 +121,13 @@ void set_gemm_kernel(const char* name)
 
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc)
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias)
 {
     const GemmTable& t = table();
     if constexpr (std::is_same_v<T, float>)
-        t.gemm_f(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        t.gemm_f(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
     else
-        t.gemm_d(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        t.gemm_d(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
 }
 
 template <class T>
@@ -143,9 +143,9 @@ void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t 
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                          int64_t, float, float*, int64_t);
+                          int64_t, float, float*, int64_t, const float*);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
-                           const double*, int64_t, double, double*, int64_t);
+                           const double*, int64_t, double, double*, int64_t, const double*);
 template void gemm_batched<float>(int64_t, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                                   int64_t, const float*, int64_t, int64_t, float, float*, int64_t, int64_t);
 template void gemm_batched<double>(int64_t, bool, bool, int64_t, int64_t, int64_t, double, const double*,

@@ -27,9 +27,11 @@ void set_gemm_kernel(const char* name);
 /// B[K,N] (ldb >= N) or, with trans_b, B stored as [N,K] (ldb >= K); ldc >= N.
 /// beta == 0 means C is not read (it may hold NaN garbage). A, B must not alias C.
 /// Threaded with spool::get_num_threads() threads when the product is large enough.
+/// bias, when not null, holds N values added to every row of C as the kernel stores it (the
+/// linear layer's bias, with no second pass over C).
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr);
 
 /// For b in [0, batch): gemm on A + b*stride_a, B + b*stride_b, C + b*stride_c.
 /// A stride of 0 broadcasts that operand over the batch (stride_c must not be 0 when batch > 1).
@@ -40,9 +42,9 @@ void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t 
                   T* C, int64_t ldc, int64_t stride_c);
 
 extern template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
-                                 const float*, int64_t, float, float*, int64_t);
+                                 const float*, int64_t, float, float*, int64_t, const float*);
 extern template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
-                                  const double*, int64_t, double, double*, int64_t);
+                                  const double*, int64_t, double, double*, int64_t, const double*);
 extern template void gemm_batched<float>(int64_t, bool, bool, int64_t, int64_t, int64_t, float, const float*,
                                          int64_t, int64_t, const float*, int64_t, int64_t, float, float*,
                                          int64_t, int64_t);

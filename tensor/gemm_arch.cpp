@@ -154,12 +154,13 @@ inline Vec<T> fmadd(const Vec<T>& x, const Vec<T>& y, const Vec<T>& z)
     return xsimd::fma(x, y, z);
 }
 
-// C[R, NR] = alpha * sum_k a(:, k) b(k, :) + beta * C, with the sum held in R x NV registers.
-// A element (i, k) is a[i + k*as] (packed panel, or A stored [K, M]) or, with ARows, a[i*as + k]
-// (A stored [M, K], read in place). Row k of B is the NR values at b + k*bs. beta == 0: C not read.
+// C[R, NR] = alpha * sum_k a(:, k) b(k, :) + beta * C (+ bias, NR values, when not null), with the
+// sum held in R x NV registers. A element (i, k) is a[i + k*as] (packed panel, or A stored [K, M])
+// or, with ARows, a[i*as + k] (A stored [M, K], read in place). Row k of B is the NR values at
+// b + k*bs. beta == 0: C not read.
 template <class T, int R, bool ARows>
 void micro_kernel(int64_t kc, const T* __restrict a, int64_t as, const T* __restrict b, int64_t bs,
-                  T* __restrict c, int64_t ldc, T alpha, T beta)
+                  T* __restrict c, int64_t ldc, T alpha, T beta, const T* __restrict bias)
 {
     using V = Vec<T>;
     constexpr int L = Tile<T>::L, NV = Tile<T>::NV;
@@ -190,7 +191,19 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t as, const T* __rest
     }
 
     const V va(alpha);
-    if (beta == T(0)) {
+    if (bias != nullptr) {  // the linear layer's epilogue: (alpha * sum + beta * C) + bias
+        V bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = V::load_unaligned(bias + v * L);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) {
+                T* p = c + i * ldc + v * L;
+                const V y = beta == T(0) ? acc[i][v] * va : fmadd<T>(V(beta), V::load_unaligned(p), acc[i][v] * va);
+                (y + bv[v]).store_unaligned(p);
+            }
+    } else if (beta == T(0)) {
 #pragma GCC unroll 16
         for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
@@ -208,7 +221,7 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t as, const T* __rest
 }
 
 template <class T>
-using KernelFn = void (*)(int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, T, T);
+using KernelFn = void (*)(int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, T, T, const T*);
 
 // One kernel per row count 1..MR, so edge tiles of fewer rows compute only their rows.
 template <class T, bool ARows, std::size_t... R>
@@ -222,19 +235,19 @@ constexpr auto kKernels = make_kernels<T, ARows>(std::make_index_sequence<Tile<T
 
 // One mr x nr tile of C (mr <= MR, nr <= NR). B rows always hold NR readable values (packed panels
 // are zero-padded); a tile narrower than NR goes through a register-sized buffer, as xsimd 8.1
-// has no masked stores.
+// has no masked stores. bias (nr values, or null) is added to every row.
 template <class T, bool ARows>
 inline void tile(int64_t mr, int64_t nr, int64_t kc, const T* a, int64_t as, const T* b, int64_t bs, T* c,
-                 int64_t ldc, T alpha, T beta)
+                 int64_t ldc, T alpha, T beta, const T* bias)
 {
     constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
     const KernelFn<T> kernel = kKernels<T, ARows>[mr - 1];
     if (nr == NR) {
-        kernel(kc, a, as, b, bs, c, ldc, alpha, beta);
+        kernel(kc, a, as, b, bs, c, ldc, alpha, beta, bias);
         return;
     }
     alignas(64) T buf[MR * NR];
-    kernel(kc, a, as, b, bs, buf, NR, alpha, T(0));
+    kernel(kc, a, as, b, bs, buf, NR, alpha, T(0), nullptr);
     for (int64_t i = 0; i < mr; ++i) {
         T* ci = c + i * ldc;
         const T* bi = buf + i * NR;
@@ -242,6 +255,8 @@ inline void tile(int64_t mr, int64_t nr, int64_t kc, const T* a, int64_t as, con
             for (int64_t j = 0; j < nr; ++j) ci[j] = bi[j];
         else
             for (int64_t j = 0; j < nr; ++j) ci[j] = bi[j] + beta * ci[j];
+        if (bias != nullptr)
+            for (int64_t j = 0; j < nr; ++j) ci[j] += bias[j];
     }
 }
 
@@ -377,7 +392,7 @@ void pack_a(const View<T>& A, int64_t i0, int64_t k0, int64_t mr, int64_t kc, T*
 // for each MR-row panel of op(A) (packed just before use, kept in L1), sweep the NR-wide B panels.
 template <class T>
 void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
-                 int64_t ldc)
+                 int64_t ldc, const T* bias)
 {
     constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
     constexpr int64_t KC = Blocking<T>::KC;
@@ -390,13 +405,14 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
         for (int64_t pc = 0; pc < K; pc += KC) {
             const int64_t kc = std::min(KC, K - pc);
             const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
+            const T* bias_k = pc == 0 && bias != nullptr ? bias + jc : nullptr;  // and the bias is in
             pack_b(B, pc, jc, kc, nc, bp);
             for (int64_t ir = 0; ir < M; ir += MR) {
                 const int64_t mr = std::min(MR, M - ir);
                 pack_a(A, ir, pc, mr, kc, ap);
                 for (int64_t jr = 0; jr < nc; jr += NR)
                     tile<T, false>(mr, std::min(NR, nc - jr), kc, ap, MR, bp + jr * kc, NR, C + ir * ldc + jc + jr,
-                                   ldc, alpha, beta_k);
+                                   ldc, alpha, beta_k, bias_k ? bias_k + jr : nullptr);
             }
         }
     }
@@ -406,13 +422,14 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
 // not transposed; only a transposed B, or the last NR-narrow panel, is packed (one KC x NR panel).
 template <class T>
 void gemm_direct(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
-                 int64_t ldc)
+                 int64_t ldc, const T* bias = nullptr)
 {
     constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, KC = Blocking<T>::KC;
     T* panel = pack_buffers<T>().b.get(std::size_t(KC * NR));
     for (int64_t pc = 0; pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc);
         const T beta_k = pc == 0 ? beta : T(1);
+        const T* bias_k = pc == 0 ? bias : nullptr;
         for (int64_t jr = 0; jr < N; jr += NR) {
             const int64_t nr = std::min(NR, N - jr);
             const T* b = B.at(pc, jr);
@@ -425,10 +442,11 @@ void gemm_direct(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
             for (int64_t ir = 0; ir < M; ir += MR) {
                 const int64_t mr = std::min(MR, M - ir);
                 T* c = C + ir * ldc + jr;
+                const T* bj = bias_k ? bias_k + jr : nullptr;
                 if (A.trans)
-                    tile<T, false>(mr, nr, kc, A.at(ir, pc), A.ld, b, bs, c, ldc, alpha, beta_k);
+                    tile<T, false>(mr, nr, kc, A.at(ir, pc), A.ld, b, bs, c, ldc, alpha, beta_k, bj);
                 else
-                    tile<T, true>(mr, nr, kc, A.at(ir, pc), A.ld, b, bs, c, ldc, alpha, beta_k);
+                    tile<T, true>(mr, nr, kc, A.at(ir, pc), A.ld, b, bs, c, ldc, alpha, beta_k, bj);
             }
         }
     }
@@ -444,6 +462,16 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc)
             std::fill(c, c + N, T(0));
         else if (beta != T(1))
             for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+}
+
+// C += bias on every row (the paths whose kernels do not add it: K == 0, the swapped product)
+template <class T>
+void add_bias_rows(int64_t M, int64_t N, const T* bias, T* C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; ++i) {
+        T* c = C + i * ldc;
+        for (int64_t j = 0; j < N; ++j) c[j] += bias[j];
     }
 }
 
@@ -468,13 +496,19 @@ void gemm_swapped(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, co
 
 template <class T>
 void gemm_serial(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
-                 int64_t ldc)
+                 int64_t ldc, const T* bias)
 {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == T(0)) return scale_c(M, N, beta, C, ldc);
-    if (swapped_pays(M, N, B, beta)) return gemm_swapped(M, N, K, alpha, A, B, C, ldc);
-    if (M * N * K < kDirectFlops) return gemm_direct(M, N, K, alpha, A, B, beta, C, ldc);
-    gemm_packed(M, N, K, alpha, A, B, beta, C, ldc);
+    if (K <= 0 || alpha == T(0) || swapped_pays(M, N, B, beta)) {
+        if (K <= 0 || alpha == T(0))
+            scale_c(M, N, beta, C, ldc);
+        else
+            gemm_swapped(M, N, K, alpha, A, B, C, ldc);
+        if (bias != nullptr) add_bias_rows(M, N, bias, C, ldc);
+        return;
+    }
+    if (M * N * K < kDirectFlops) return gemm_direct(M, N, K, alpha, A, B, beta, C, ldc, bias);
+    gemm_packed(M, N, K, alpha, A, B, beta, C, ldc, bias);
 }
 
 // ---- threading ---------------------------------------------------------------------------------
@@ -510,7 +544,7 @@ inline int64_t cut(int64_t n, int parts, int p, int64_t align)
 
 template <class T>
 void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
-                   int64_t ldc)
+                   int64_t ldc, const T* bias)
 {
     const int64_t work = M * N * K;
     int nt = get_num_threads();
@@ -518,7 +552,7 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     // one thread anyway, after the cost of opening a region
     if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0) || spool::detail::in_parallel()) nt = 1;
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
-    if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc);
+    if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc, bias);
 
     // One tile per thread, claimed rather than assigned: a worker that has not woken up when
     // the caller is done with its tile leaves its tile to the caller. (Cutting 4 tiles per
@@ -534,7 +568,7 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
             const int64_t n0 = cut(N, s.tn, tj, Tile<T>::NR), n1 = cut(N, s.tn, tj + 1, Tile<T>::NR);
             if (m1 > m0 && n1 > n0) {
                 const View<T> a{A.at(m0, 0), A.ld, A.trans}, b{B.at(0, n0), B.ld, B.trans};
-                gemm_serial(m1 - m0, n1 - n0, K, alpha, a, b, beta, C + m0 * ldc + n0, ldc);
+                gemm_serial(m1 - m0, n1 - n0, K, alpha, a, b, beta, C + m0 * ldc + n0, ldc, bias ? bias + n0 : nullptr);
             }
         }
     });
@@ -544,10 +578,10 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
 
 template <class T>
 void gemm_entry(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                const T* B, int64_t ldb, T beta, T* C, int64_t ldc)
+                const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias)
 {
     SPOOL_ASSERT(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N);
-    gemm_threaded(M, N, K, alpha, View<T>{A, lda, trans_a}, View<T>{B, ldb, trans_b}, beta, C, ldc);
+    gemm_threaded(M, N, K, alpha, View<T>{A, lda, trans_a}, View<T>{B, ldb, trans_b}, beta, C, ldc, bias);
 }
 
 template <class T>
@@ -566,12 +600,12 @@ void gemm_batched_entry(int64_t batch, bool trans_a, bool trans_b, int64_t M, in
     if (!per_item) {
         for (int64_t b = 0; b < batch; ++b)
             gemm_entry(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
-                       C + b * stride_c, ldc);
+                       C + b * stride_c, ldc, static_cast<const T*>(nullptr));
         return;
     }
     spool::detail::parallel_for(batch, int(std::min<int64_t>(nt, batch)), [&](int64_t b) {
         gemm_serial(M, N, K, alpha, View<T>{A + b * stride_a, lda, trans_a}, View<T>{B + b * stride_b, ldb, trans_b},
-                    beta, C + b * stride_c, ldc);
+                    beta, C + b * stride_c, ldc, static_cast<const T*>(nullptr));
     });
 }
 

@@ -8,9 +8,9 @@ namespace spool::kernels {
 struct GemmTable {
     const char* name;  ///< the instruction set, as xsimd names it ("avx512bw", "fma3+avx2", "sse2")
     void (*gemm_f)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
-                   const float*, std::int64_t, float, float*, std::int64_t);
+                   const float*, std::int64_t, float, float*, std::int64_t, const float*);
     void (*gemm_d)(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*, std::int64_t,
-                   const double*, std::int64_t, double, double*, std::int64_t);
+                   const double*, std::int64_t, double, double*, std::int64_t, const double*);
     void (*batched_f)(std::int64_t, bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
                       std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, float, float*,
                       std::int64_t, std::int64_t);

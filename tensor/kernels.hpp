@@ -83,6 +83,9 @@ Value cast(const Value& x, DType dt);
 /// op(a) @ op(b) over the last two dims, batch dims broadcast; a, b have rank >= 2.
 /// ta/tb transpose the last two dims of a/b without copying.
 Value matmul(const Value& a, const Value& b, bool ta = false, bool tb = false);
+/// The linear layer's forward: x [N, in] times wᵀ (w [out, in]) plus bias [out] (or undefined),
+/// the bias added as the GEMM stores each tile of the result.
+Value linear(const Value& x, const Value& w, const Value& bias);
 
 // ---- randomness (counter-based, see tensor/random.hpp) -----------------------------------
 /// dropout keep-multiplier: 0 with probability p, 1/(1-p) otherwise, same dtype as like.

@@ -78,4 +78,21 @@ Value matmul(const Value& a, const Value& b, bool ta, bool tb)
     });
 }
 
+Value linear(const Value& x, const Value& w, const Value& bias)
+{
+    check_same_float(x, w, "linear");
+    SPOOL_CHECK(x.rank() == 2 && w.rank() == 2 && x.shape()[1] == w.shape()[1], ShapeError,
+                "linear: kernel needs x [N, in] and w [out, in]; got ", to_string(x.shape()), " and ",
+                to_string(w.shape()));
+    const std::int64_t N = x.shape()[0], in = x.shape()[1], out = w.shape()[0];
+    SPOOL_CHECK(!bias.defined() || (bias.numel() == out && bias.dtype() == x.dtype()), ShapeError,
+                "linear: kernel needs a bias of ", out, " values; got ", to_string(bias.shape()));
+    return dispatch_float(x.dtype(), "linear", [&]<class T>() {
+        Value y = Value::empty(Shape{N, out}, x.dtype());
+        gemm<T>(false, true, N, out, in, T(1), x.data<T>(), in, w.data<T>(), in, T(0), y.data<T>(), out,
+                bias.defined() ? bias.data<T>() : nullptr);
+        return y;
+    });
+}
+
 }  // namespace spool::kernels

@@ -91,8 +91,9 @@ struct Case {
 };
 
 // Runs gemm at 1 and 2 threads against one reference result; C starts random, or NaN when beta == 0.
+// with_bias: a random bias row is added to every row of C (the reference adds it afterwards).
 template <class T>
-void check_gemm(const Case& c, T alpha, T beta, std::mt19937& gen)
+void check_gemm(const Case& c, T alpha, T beta, std::mt19937& gen, bool with_bias = false)
 {
     const int64_t lda = (c.ta ? c.M : c.K) + c.pad, ldb = (c.tb ? c.K : c.N) + c.pad, ldc = c.N + c.pad;
     const auto A = random_vector<T>(std::size_t((c.ta ? c.K : c.M) * lda), gen);
@@ -101,15 +102,21 @@ void check_gemm(const Case& c, T alpha, T beta, std::mt19937& gen)
     if (beta == T(0)) std::fill(C0.begin(), C0.end(), std::numeric_limits<T>::quiet_NaN());
     auto want = C0;
     gemm_reference(c.ta, c.tb, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc);
+    const auto bias = random_vector<T>(std::size_t(c.N), gen);
+    if (with_bias)
+        for (int64_t i = 0; i < c.M; ++i)
+            for (int64_t j = 0; j < c.N; ++j) want[std::size_t(i * ldc + j)] += bias[std::size_t(j)];
 
     std::vector<T> first;
     for (int threads : {1, 2}) {
         INFO("trans_a " << c.ta << ", trans_b " << c.tb << ", M " << c.M << ", N " << c.N << ", K " << c.K
-                        << ", pad " << c.pad << ", alpha " << alpha << ", beta " << beta << ", threads " << threads);
+                        << ", pad " << c.pad << ", alpha " << alpha << ", beta " << beta << ", bias " << with_bias
+                        << ", threads " << threads);
         ThreadScope scope(threads);
         auto C = C0;
-        gemm(c.ta, c.tb, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
-        expect_close(C, want, c.M, c.N, ldc, tolerance(c.K, alpha, beta));
+        gemm(c.ta, c.tb, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc,
+             with_bias ? bias.data() : nullptr);
+        expect_close(C, want, c.M, c.N, ldc, tolerance(c.K, alpha, beta) + (with_bias ? 4 * std::numeric_limits<T>::epsilon() : 0));
         // each element is summed in the same order whatever the split between threads
         const auto same = [](T x, T y) { return x == y || (std::isnan(x) && std::isnan(y)); };
         if (first.empty())
@@ -155,6 +162,27 @@ TEST_CASE_TEMPLATE("gemm: shapes past the cache blocks and the threading thresho
                 check_gemm<T>(c, T(-1.25), T(0), gen);
                 check_gemm<T>(c, T(1), T(0.5), gen);
             }
+}
+
+TEST_CASE_TEMPLATE("gemm with a bias row: every path (direct, packed past KC and NC, threaded, transposed product, K == 0)", T,
+                   float, double)
+{
+    // the bias is added once, at the first K block, by the kernel's store; partial tiles add it
+    // in their copy-out; the transposed product and K == 0 add it afterwards
+    std::mt19937 gen(9);
+    const int64_t sizes[] = {1, 9, 33};
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            for (int64_t M : sizes)
+                for (int64_t N : sizes)
+                    for (T beta : {T(0), T(0.5)}) check_gemm<T>({ta, tb, M, N, 17, 1}, T(1), beta, gen, true);
+            const Case shapes[] = {{ta, tb, 300, 257, 513, 3}, {ta, tb, 450, 70, 300, 0}, {ta, tb, 30, 5000, 100, 1},
+                                   {ta, tb, 32, 1000, 256, 0}, {ta, tb, 64, 64, 64, 2},   {ta, tb, 5, 7, 0, 0}};
+            for (const Case& c : shapes) {
+                check_gemm<T>(c, T(1), T(0), gen, true);
+                check_gemm<T>(c, T(-1.25), T(0.5), gen, true);
+            }
+        }
 }
 
 TEST_CASE_TEMPLATE("gemm: K == 0 and alpha == 0 give beta * C", T, float, double)
