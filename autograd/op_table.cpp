@@ -223,6 +223,26 @@ const OpSpec rows[] = {
        [](In x) {
            auto r = scaled_dot_product_attention(x[0], x[1], x[2], {.dropout_p = 0.3, .need_weights = true});
            return concat({reshape(r.output, {-1}), reshape(r.weights, {-1})});
+       }},
+      // the heads layout (scaled_dot_product_attention_heads): heads read in their projections' columns
+      {"heads layout: one fused q|k|v source, causal", {S{1, 5, 12}}, Domain::any,
+       [](In x) {
+           AttentionHeads h{.heads = 2, .head_dim = 2, .batch_first = true, .q_col = 0, .k_col = 4, .v_col = 8};
+           return scaled_dot_product_attention_heads(x[0], x[0], x[0], h, {.is_causal = true}).output;
+       }},
+      {"heads layout: q and a k|v source, seq-first, key padding, weights", {S{5, 2, 4}, S{6, 2, 8}}, Domain::any,
+       [](In x) {
+           AttentionHeads h{.heads = 2, .head_dim = 2, .batch_first = false, .q_col = 0, .k_col = 0, .v_col = 4};
+           Tensor pad = from_vector(std::vector<double>{0, 0, -1, 0, -0.5, 0, 0, 0, 0, 0, 0, -2}, S{2, 1, 1, 6},
+                                    {.dtype = f64});
+           auto r = scaled_dot_product_attention_heads(x[0], x[1], x[1], h, {.attn_mask = pad, .need_weights = true});
+           return concat({reshape(r.output, {-1}), reshape(r.weights, {-1}) * 2.0});
+       }},
+      {"heads layout: columns outside the heads, separate k and v, dropout 0.3", {S{1, 5, 6}, S{1, 6, 5}, S{1, 6, 7}},
+       Domain::any,
+       [](In x) {
+           AttentionHeads h{.heads = 2, .head_dim = 2, .batch_first = true, .q_col = 1, .k_col = 0, .v_col = 3};
+           return scaled_dot_product_attention_heads(x[0], x[1], x[2], h, {.dropout_p = 0.3}).output;
        }}}},
 };
 

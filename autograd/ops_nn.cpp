@@ -1,7 +1,9 @@
 // linear, layer_norm and scaled dot-product attention: the fused primitives of nn.
 // Dimension letters: N rows (all leading dims flattened), B flattened batch dims,
 // L query length, S key length, E query/key width, Ev value width.
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "autograd/ops.hpp"
 #include "autograd/ops_nn.hpp"
@@ -91,6 +93,51 @@ Tensor layer_norm(const Tensor& x, const std::vector<std::int64_t>& normalized_s
         {xv, saved.mean, saved.rstd});
 }
 
+namespace {
+
+/// The kernel's mask from SdpaOptions, for queries shaped qshape ([..., L, E]), S keys and B
+/// flattened batch items: a bool or float mask broadcast to [..., L, S], indexed [mb, Lm, Sm].
+k::AttentionMask attention_mask_of(const SdpaOptions& o, const Shape& qshape, std::int64_t S, std::int64_t B, DType dt,
+                                   const char* op)
+{
+    k::AttentionMask am;
+    am.causal = o.is_causal;
+    const int r = qshape.rank();
+    if (o.attn_mask.defined()) {
+        const Tensor& m = o.attn_mask;
+        SPOOL_CHECK(m.dtype() == DType::b8 || m.dtype() == dt, TypeError, op,
+                    ": attn_mask must be bool or the query's dtype; got ", dtype_name(m.dtype()));
+        Shape full = qshape;
+        full.set(r - 1, S, op);  // [..., L, S]
+        Shape bs = broadcast_shapes(m.shape(), full, op);
+        SPOOL_CHECK(bs == full, ShapeError, op, ": attn_mask ", to_string(m.shape()), " does not broadcast to ",
+                    to_string(full));
+        int mr = m.dim();
+        std::int64_t Lm = mr >= 2 ? m.shape()[mr - 2] : 1, Sm = mr >= 1 ? m.shape()[mr - 1] : 1;
+        std::int64_t mb = m.numel() / std::max<std::int64_t>(Lm * Sm, 1);
+        Value mv = m.value();
+        if (mb == 1 || mb == B) {
+            // batch dims absent/all 1, or complete: index [mb, Lm, Sm] directly
+            bool complete = mb == 1 || mr == r;
+            if (complete) am.mask = mv.view(Shape{mb, Lm, Sm});
+        }
+        if (!am.mask.defined()) {
+            // partially broadcast batch dims: materialise as an additive float mask
+            Value add = mv;
+            if (mv.dtype() == DType::b8)  // true = may attend -> 0, false -> -inf
+                add = k::masked_fill(Value::full(mv.shape(), -INFINITY, dt), mv, 0.0);
+            Shape fb = full;
+            fb.set(r - 2, Lm, op);
+            fb.set(r - 1, Sm, op);
+            am.mask = k::broadcast_to(add, fb).view(Shape{B, Lm, Sm});
+        }
+    }
+
+    return am;
+}
+
+}  // namespace
+
 // scaled_dot_product_attention(q, k, v) -> O = dropout(softmax(scale q kᵀ + mask)) v, and the
 // weights A' = dropout(softmax(...)) when asked
 //   backward in kernels::attention_backward: saves q, k, v and either (need_weights) the
@@ -117,37 +164,7 @@ AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, 
     const std::int64_t B = q.numel() / std::max<std::int64_t>(L * E, 1);
     const double scale = o.scale.value_or(1.0 / std::sqrt(static_cast<double>(E)));
 
-    k::AttentionMask am;
-    am.causal = o.is_causal;
-    if (o.attn_mask.defined()) {
-        const Tensor& m = o.attn_mask;
-        SPOOL_CHECK(m.dtype() == DType::b8 || m.dtype() == q.dtype(), TypeError, op,
-                    ": attn_mask must be bool or the query's dtype; got ", dtype_name(m.dtype()));
-        Shape full = q.shape();
-        full.set(r - 1, S, op);  // [..., L, S]
-        Shape bs = broadcast_shapes(m.shape(), full, op);
-        SPOOL_CHECK(bs == full, ShapeError, op, ": attn_mask ", to_string(m.shape()), " does not broadcast to ",
-                    to_string(full));
-        int mr = m.dim();
-        std::int64_t Lm = mr >= 2 ? m.shape()[mr - 2] : 1, Sm = mr >= 1 ? m.shape()[mr - 1] : 1;
-        std::int64_t mb = m.numel() / std::max<std::int64_t>(Lm * Sm, 1);
-        Value mv = m.value();
-        if (mb == 1 || mb == B) {
-            // batch dims absent/all 1, or complete: index [mb, Lm, Sm] directly
-            bool complete = mb == 1 || mr == r;
-            if (complete) am.mask = mv.view(Shape{mb, Lm, Sm});
-        }
-        if (!am.mask.defined()) {
-            // partially broadcast batch dims: materialise as an additive float mask
-            Value add = mv;
-            if (mv.dtype() == DType::b8)  // true = may attend -> 0, false -> -inf
-                add = k::masked_fill(Value::full(mv.shape(), -INFINITY, q.dtype()), mv, 0.0);
-            Shape fb = full;
-            fb.set(r - 2, Lm, op);
-            fb.set(r - 1, Sm, op);
-            am.mask = k::broadcast_to(add, fb).view(Shape{B, Lm, Sm});
-        }
-    }
+    const k::AttentionMask am = attention_mask_of(o, q.shape(), S, B, q.dtype(), op);
 
     Value q3 = q.value().view(Shape{B, L, E}), k3 = kk.value().view(Shape{B, S, E}), v3 = v.value().view(Shape{B, S, Ev});
     k::AttentionSaved saved;
@@ -173,6 +190,98 @@ AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, 
                                   {q3, k3, v3, saved.out, saved.lse})
                    : record_multi(OpKind::Attention, {q, kk, v}, std::move(outs), backward,
                                   {q3, k3, v3, saved.probs, saved.dropped});
+    return {res[0], o.need_weights ? res[1] : Tensor()};
+}
+
+bool attention_heads_supported(std::int64_t L, std::int64_t S, bool need_weights)
+{
+    return k::attention_heads_supported(L, S, need_weights);
+}
+
+// scaled_dot_product_attention_heads(qsrc, ksrc, vsrc) -> the attention above, heads read and
+// written in place in their sources' columns
+//   backward in kernels::attention_heads_backward: one gradient per distinct source (the fused
+//   projection's gradient is written once, by blocks of columns)     saves the sources, probs
+AttentionOutput scaled_dot_product_attention_heads(const Tensor& qsrc, const Tensor& ksrc, const Tensor& vsrc,
+                                                   const AttentionHeads& hs, const SdpaOptions& o)
+{
+    detail::OpProfile prof(OpKind::Attention);
+    const char* op = "scaled_dot_product_attention_heads";
+    SPOOL_CHECK(qsrc.defined() && ksrc.defined() && vsrc.defined(), ValueError, op, ": a source is undefined");
+    SPOOL_CHECK(is_floating(qsrc.dtype()) && qsrc.dtype() == ksrc.dtype() && qsrc.dtype() == vsrc.dtype(), TypeError,
+                op, ": sources must be float tensors of one dtype; got ", dtype_name(qsrc.dtype()), ", ",
+                dtype_name(ksrc.dtype()), " and ", dtype_name(vsrc.dtype()));
+    SPOOL_CHECK(qsrc.dim() == 3 && ksrc.dim() == 3 && vsrc.dim() == 3 && hs.heads >= 1 && hs.head_dim >= 1, ShapeError,
+                op, ": expected 3-D sources and heads, head_dim >= 1; got ", to_string(qsrc.shape()), ", ",
+                to_string(ksrc.shape()), ", ", to_string(vsrc.shape()), ", heads ", hs.heads, ", head_dim ",
+                hs.head_dim);
+    SPOOL_CHECK(o.dropout_p >= 0 && o.dropout_p < 1, ValueError, op, ": dropout_p must be in [0, 1); got ", o.dropout_p);
+    SPOOL_CHECK(!(o.is_causal && o.attn_mask.defined()), ValueError, op,
+                ": pass either attn_mask or is_causal, not both (as PyTorch)");
+    const int bd = hs.batch_first ? 0 : 1, td = 1 - bd;
+    const std::int64_t N = qsrc.shape()[bd], L = qsrc.shape()[td], S = ksrc.shape()[td], H = hs.heads,
+                       E = hs.head_dim;
+    SPOOL_CHECK(ksrc.shape()[bd] == N && vsrc.shape()[bd] == N && vsrc.shape()[td] == S, ShapeError, op,
+                ": batch and key/value lengths must agree; got ", to_string(qsrc.shape()), ", ",
+                to_string(ksrc.shape()), " and ", to_string(vsrc.shape()));
+    const k::HeadsLayout h{N,     H, L, S, E, hs.batch_first, qsrc.shape()[2], hs.q_col, ksrc.shape()[2], hs.k_col,
+                           vsrc.shape()[2], hs.v_col};
+    const double scale = o.scale.value_or(1.0 / std::sqrt(static_cast<double>(E)));
+    const k::AttentionMask am = attention_mask_of(o, Shape{N, H, L, E}, S, N * H, qsrc.dtype(), op);
+
+    k::AttentionSaved saved;
+    Value out = k::attention_heads(qsrc.value(), ksrc.value(), vsrc.value(), h, am, scale, o.dropout_p, o.need_weights,
+                                   &saved);
+    std::vector<Value> outs{out};
+    if (o.need_weights) outs.push_back((saved.dropped.defined() ? saved.dropped : saved.probs).view(Shape{N, H, L, S}));
+
+    // one input per distinct source; slot[i] is the input of q, k, v
+    std::vector<Tensor> inputs;
+    int slot[3];
+    const Tensor* srcs[3] = {&qsrc, &ksrc, &vsrc};
+    for (int i = 0; i < 3; ++i) {
+        slot[i] = -1;
+        for (std::size_t j = 0; j < inputs.size(); ++j)
+            if (inputs[j].same(*srcs[i])) slot[i] = static_cast<int>(j);
+        if (slot[i] < 0) {
+            slot[i] = static_cast<int>(inputs.size());
+            inputs.push_back(*srcs[i]);
+        }
+    }
+    // a source whose columns the heads do not all cover gets a zeroed gradient
+    std::vector<bool> covered(inputs.size());
+    for (std::size_t j = 0; j < inputs.size(); ++j) {
+        std::vector<std::pair<std::int64_t, std::int64_t>> blocks;
+        const std::int64_t cols[3] = {hs.q_col, hs.k_col, hs.v_col};
+        for (int i = 0; i < 3; ++i)
+            if (slot[i] == static_cast<int>(j)) blocks.emplace_back(cols[i], cols[i] + H * E);
+        std::sort(blocks.begin(), blocks.end());
+        std::int64_t end = 0;
+        for (const auto& [b, e] : blocks)
+            if (b <= end) end = std::max(end, e);
+        covered[j] = end >= inputs[j].shape()[2];
+    }
+    Value qv = qsrc.value(), kv = ksrc.value(), vv = vsrc.value();
+    auto backward = [qv, kv, vv, h, scale, saved, slot, covered, N, H, L, S](const std::vector<Value>& d, Grads& dx) {
+        Value dw = d.size() > 1 && d[1].defined() ? d[1].view(Shape{N * H, L, S}) : Value();
+        const Value* src[3] = {&qv, &kv, &vv};
+        std::vector<Value> g(covered.size());
+        for (int i = 0; i < 3; ++i) {
+            Value& gi = g[static_cast<std::size_t>(slot[i])];
+            if (!gi.defined())
+                gi = covered[static_cast<std::size_t>(slot[i])] ? Value::empty(src[i]->shape(), src[i]->dtype())
+                                                               : Value::zeros(src[i]->shape(), src[i]->dtype());
+        }
+        k::attention_heads_backward(d[0], dw, qv, kv, vv, h, scale, saved, g[static_cast<std::size_t>(slot[0])],
+                                    g[static_cast<std::size_t>(slot[1])], g[static_cast<std::size_t>(slot[2])]);
+        for (std::size_t j = 0; j < g.size(); ++j)
+            if (dx.needs(static_cast<int>(j))) dx.add(static_cast<int>(j), g[j]);
+    };
+    // each distinct source counted once in the tape's saved bytes
+    const Value kv_saved = slot[1] != slot[0] ? kv : Value();
+    const Value vv_saved = slot[2] != slot[0] && slot[2] != slot[1] ? vv : Value();
+    auto res = record_multi(OpKind::Attention, inputs, std::move(outs), backward,
+                            {qv, kv_saved, vv_saved, saved.probs, saved.dropped});
     return {res[0], o.need_weights ? res[1] : Tensor()};
 }
 

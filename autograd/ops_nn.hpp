@@ -41,4 +41,26 @@ struct AttentionOutput {
 AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                              const SdpaOptions& options = {});
 
+/// Where scaled_dot_product_attention_heads finds its heads: `heads` heads of head_dim columns
+/// each, starting at column q_col / k_col / v_col of the query / key / value source.
+struct AttentionHeads {
+    std::int64_t heads = 1;
+    std::int64_t head_dim = 0;
+    bool batch_first = true;  ///< sources [N, T, width]; false: [T, N, width]
+    std::int64_t q_col = 0, k_col = 0, v_col = 0;
+};
+
+/// The same attention as scaled_dot_product_attention over the split-out heads
+/// [N, H, T, head_dim], computed where the heads lie in their projections: the query source
+/// [N, L, Wq] (batch_first) or [L, N, Wq], key and value sources [N, S, W] — which may be one
+/// tensor, the fused q/k/v projection. No split, head or merge copies are made, forward or
+/// backward. Returns the output with the heads merged, [N, L, heads * head_dim] (or
+/// [L, N, ...]), and with need_weights the weights [N, heads, L, S]. Masks broadcast to
+/// [N, heads, L, S]. For short sequences only: attention_heads_supported(L, S, need_weights)
+/// (nn::MultiheadAttention otherwise splits the heads out).
+AttentionOutput scaled_dot_product_attention_heads(const Tensor& query_src, const Tensor& key_src,
+                                                   const Tensor& value_src, const AttentionHeads& heads,
+                                                   const SdpaOptions& options = {});
+bool attention_heads_supported(std::int64_t L, std::int64_t S, bool need_weights);
+
 }  // namespace spool

@@ -137,14 +137,38 @@ std::pair<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, const
         }
     }
 
-    Tensor q, k, v;
-    project(query, key, value, &q, &k, &v);
     SdpaOptions so{.attn_mask = mask,
                    .dropout_p = is_training() ? options.dropout : 0.0,
                    .is_causal = causal,
                    .need_weights = args.need_weights};
-    AttentionOutput r = scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v), so);
-    Tensor out = out_proj->forward(merge_heads(r.output));
+    AttentionOutput r;
+    if (attention_heads_supported(L, S, args.need_weights)) {
+        // short sequences: attention reads the heads where the projections wrote them and writes
+        // its output with the heads merged (no split, permute or merge copies, either way)
+        AttentionHeads hs{.heads = H, .head_dim = E / H, .batch_first = options.batch_first};
+        Tensor qs, ks, vs;
+        if (same_embed_dim() && query.same(key) && key.same(value)) {
+            qs = ks = vs = linear(query, in_proj_weight, in_proj_bias);  // [.., 3E]: q | k | v
+            hs.k_col = E;
+            hs.v_col = 2 * E;
+        } else {
+            project(query, query, query, &qs, nullptr, nullptr);
+            if (same_embed_dim() && key.same(value)) {  // cross-attention: one GEMM for k and v
+                ks = vs = linear(key, slice(in_proj_weight, 0, E, 3 * E),
+                                 in_proj_bias.defined() ? slice(in_proj_bias, 0, E, 3 * E) : Tensor());
+                hs.v_col = E;
+            } else {
+                project(key, key, value, nullptr, &ks, &vs);
+            }
+        }
+        r = scaled_dot_product_attention_heads(qs, ks, vs, hs, so);
+    } else {
+        Tensor q, k, v;
+        project(query, key, value, &q, &k, &v);
+        AttentionOutput split = scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v), so);
+        r = {merge_heads(split.output), split.weights};
+    }
+    Tensor out = out_proj->forward(r.output);
     Tensor w = r.weights;
     if (w.defined() && args.average_attn_weights) w = mean(w, {1});
     return {out, w};

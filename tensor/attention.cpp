@@ -25,10 +25,32 @@ using namespace detail;
 
 namespace {
 
+/// Where an operand's rows lie: batch item b = n * H + h starts at n * sn + h * sh + col, its
+/// rows ld apart. Split-out heads ([B, rows, width], H = 1): sn = rows * width, sh = col = 0,
+/// ld = width. Heads still side by side in a projection's columns (HeadsLayout): sh = E.
+struct Lay {
+    std::int64_t sn, sh, col, ld;
+};
+
 struct Dims {
     std::int64_t B, L, S, E, Ev;
     std::int64_t kb, vb;  ///< elements between batch items of k and v (S * E and S * Ev unless a cache has spare room)
+    std::int64_t H = 1;   ///< heads per batch item of the layouts below
+    Lay q{}, k{}, v{}, o{};
+    bool split = true;  ///< the split-out layout (q, k, v and the output [B, rows, width]); the few-row loops need it
+    std::int64_t at(const Lay& l, std::int64_t b) const { return (b / H) * l.sn + (b % H) * l.sh + l.col; }
 };
+
+Dims contiguous_dims(std::int64_t B, std::int64_t L, std::int64_t S, std::int64_t E, std::int64_t Ev, std::int64_t kb,
+                     std::int64_t vb)
+{
+    Dims d{B, L, S, E, Ev, kb, vb};
+    d.q = {L * E, 0, 0, E};
+    d.k = {kb, 0, 0, E};
+    d.v = {vb, 0, 0, Ev};
+    d.o = {L * Ev, 0, 0, Ev};
+    return d;
+}
 
 Dims dims_of(const Value& q, const Value& k, const Value& v)
 {
@@ -36,7 +58,8 @@ Dims dims_of(const Value& q, const Value& k, const Value& v)
                 "scaled_dot_product_attention: kernel expects [B, L, E] operands; got ", to_string(q.shape()), ", ",
                 to_string(k.shape()), " and ", to_string(v.shape()));
     const std::int64_t S = k.shape()[1];
-    return {q.shape()[0], q.shape()[1], S, q.shape()[2], v.shape()[2], S * q.shape()[2], S * v.shape()[2]};
+    return contiguous_dims(q.shape()[0], q.shape()[1], S, q.shape()[2], v.shape()[2], S * q.shape()[2],
+                           S * v.shape()[2]);
 }
 
 AttentionBlocking g_blocking;
@@ -172,10 +195,10 @@ void weighted_sum_few_rows(std::int64_t L, std::int64_t S, std::int64_t Ev, cons
 
 template <class T>
 Value forward_materialised(const Value& q, const Value& k, const Value& v, const Dims& d, const AttentionMask& mask,
-                           double scale, double dropout_p, AttentionSaved* saved)
+                           double scale, double dropout_p, AttentionSaved* saved, const Shape& out_shape = Shape{})
 {
     Value probs = Value::empty(Shape{d.B, d.L, d.S}, q.dtype());
-    Value out = Value::empty(Shape{d.B, d.L, d.Ev}, q.dtype());
+    Value out = Value::empty(d.split ? Shape{d.B, d.L, d.Ev} : out_shape, q.dtype());
     Value keep = dropout_p > 0 ? dropout_mask(probs.shape(), q.dtype(), dropout_p) : Value();
     Value dropped = dropout_p > 0 ? Value::empty(probs.shape(), q.dtype()) : Value();
     const T* qs = q.data<T>();
@@ -186,10 +209,11 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
     for_each_batch(d, [&](std::int64_t b) {
         T* P = ps + b * d.L * d.S;
         // P = scale * q_b k_bᵀ
-        if (d.L <= kFewRows)
+        if (d.split && d.L <= kFewRows)
             scores_few_rows(d.L, d.S, d.E, T(scale), qs + b * d.L * d.E, ks + b * d.kb, P);
         else
-            gemm<T>(false, true, d.L, d.S, d.E, T(scale), qs + b * d.L * d.E, d.E, ks + b * d.kb, d.E, T(0), P, d.S);
+            gemm<T>(false, true, d.L, d.S, d.E, T(scale), qs + d.at(d.q, b), d.q.ld, ks + d.at(d.k, b), d.k.ld, T(0),
+                    P, d.S);
         masked_softmax_rows(P, d, b, mask);
         const T* A = P;
         if (keep.defined()) {
@@ -199,10 +223,11 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
             A = Dp;
         }
         // out_b = A v_b
-        if (d.L <= kFewRows)
+        if (d.split && d.L <= kFewRows)
             weighted_sum_few_rows(d.L, d.S, d.Ev, A, vs + b * d.vb, os + b * d.L * d.Ev);
         else
-            gemm<T>(false, false, d.L, d.Ev, d.S, T(1), A, d.S, vs + b * d.vb, d.Ev, T(0), os + b * d.L * d.Ev, d.Ev);
+            gemm<T>(false, false, d.L, d.Ev, d.S, T(1), A, d.S, vs + d.at(d.v, b), d.v.ld, T(0), os + d.at(d.o, b),
+                    d.o.ld);
     });
     if (saved) {
         saved->probs = probs;
@@ -235,22 +260,24 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
         std::vector<T> dA(LS, T(0));
         const T* A = ps + b * LS;
         const T* Ad = has_drop ? drs + b * LS : A;
+        // dq, dk, dv have the layouts of q, k and v (for split-out heads: [B, rows, width])
+        T* dV = dvs + d.at(d.v, b);
         if (go) {
-            const T* dO = go + b * d.L * d.Ev;
-            gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.Ev, vs + b * d.vb, d.Ev, T(0), dA.data(), d.S);
-            gemm<T>(true, false, d.S, d.Ev, d.L, T(1), Ad, d.S, dO, d.Ev, T(0), dvs + b * d.S * d.Ev, d.Ev);
+            const T* dO = go + d.at(d.o, b);
+            gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.o.ld, vs + d.at(d.v, b), d.v.ld, T(0), dA.data(), d.S);
+            gemm<T>(true, false, d.S, d.Ev, d.L, T(1), Ad, d.S, dO, d.o.ld, T(0), dV, d.v.ld);
         } else {
-            std::fill(dvs + b * d.S * d.Ev, dvs + (b + 1) * d.S * d.Ev, T(0));
+            for (std::int64_t j = 0; j < d.S; ++j) std::fill(dV + j * d.v.ld, dV + j * d.v.ld + d.Ev, T(0));
         }
         if (gw)
             for (std::int64_t i = 0; i < LS; ++i) dA[i] += gw[b * LS + i];
         if (has_drop)  // keep multiplier = dropped / probs where probs > 0
             for (std::int64_t i = 0; i < LS; ++i) dA[i] = A[i] > T(0) ? dA[i] * (Ad[i] / A[i]) : T(0);
         typed_kernels<T>().softmax_backward(false, dA.data(), A, dA.data(), d.L, d.S, 1);
-        gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + b * d.kb, d.E, T(0),
-                dqs + b * d.L * d.E, d.E);
-        gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + b * d.L * d.E, d.E, T(0),
-                dks + b * d.S * d.E, d.E);
+        gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + d.at(d.k, b), d.k.ld, T(0),
+                dqs + d.at(d.q, b), d.q.ld);
+        gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + d.at(d.q, b), d.q.ld, T(0),
+                dks + d.at(d.k, b), d.k.ld);
     });
 }
 
@@ -485,13 +512,76 @@ void attention_backward(const Value& dout, const Value& dweights, const Value& q
     });
 }
 
+namespace {
+
+Dims heads_dims(const HeadsLayout& h)
+{
+    const auto lay = [&](std::int64_t rows, std::int64_t width, std::int64_t col) {
+        return h.batch_first ? Lay{rows * width, h.E, col, width} : Lay{width, h.E, col, h.N * width};
+    };
+    Dims d{h.N * h.H, h.L, h.S, h.E, h.E, 0, 0};
+    d.H = h.H;
+    d.q = lay(h.L, h.q_width, h.q_col);
+    d.k = lay(h.S, h.k_width, h.k_col);
+    d.v = lay(h.S, h.v_width, h.v_col);
+    d.o = lay(h.L, h.H * h.E, 0);
+    d.split = false;
+    return d;
+}
+
+void check_heads(const Value& src, std::int64_t rows, std::int64_t width, std::int64_t col, const HeadsLayout& h,
+                 const char* what)
+{
+    const Shape want = h.batch_first ? Shape{h.N, rows, width} : Shape{rows, h.N, width};
+    SPOOL_CHECK(src.shape() == want && col >= 0 && col + h.H * h.E <= width, ShapeError,
+                "scaled_dot_product_attention (heads layout): ", what, " source ", to_string(src.shape()),
+                " does not hold ", h.H, " heads of ", h.E, " at column ", col, " of ", to_string(want));
+}
+
+}  // namespace
+
+bool attention_heads_supported(std::int64_t L, std::int64_t S, bool need_weights)
+{
+    Dims d{1, L, S, 1, 1, 0, 0};
+    return L > kFewRows && !use_blockwise(d, need_weights);
+}
+
+Value attention_heads(const Value& qsrc, const Value& ksrc, const Value& vsrc, const HeadsLayout& h,
+                      const AttentionMask& mask, double scale, double dropout_p, bool need_weights,
+                      AttentionSaved* saved)
+{
+    check_heads(qsrc, h.L, h.q_width, h.q_col, h, "query");
+    check_heads(ksrc, h.S, h.k_width, h.k_col, h, "key");
+    check_heads(vsrc, h.S, h.v_width, h.v_col, h, "value");
+    SPOOL_CHECK(attention_heads_supported(h.L, h.S, need_weights), ValueError,
+                "scaled_dot_product_attention (heads layout): L = ", h.L, ", S = ", h.S,
+                " take the blockwise or few-row path, which need split-out heads");
+    const Dims d = heads_dims(h);
+    const Shape out_shape = h.batch_first ? Shape{h.N, h.L, h.H * h.E} : Shape{h.L, h.N, h.H * h.E};
+    return dispatch_float(qsrc.dtype(), "scaled_dot_product_attention", [&]<class T>() {
+        return forward_materialised<T>(qsrc, ksrc, vsrc, d, mask, scale, dropout_p, saved, out_shape);
+    });
+}
+
+void attention_heads_backward(const Value& dout, const Value& dweights, const Value& qsrc, const Value& ksrc,
+                              const Value& vsrc, const HeadsLayout& h, double scale, const AttentionSaved& saved,
+                              Value& dq, Value& dk, Value& dv)
+{
+    SPOOL_ASSERT(!saved.blockwise() && dq.shape() == qsrc.shape() && dk.shape() == ksrc.shape() &&
+                 dv.shape() == vsrc.shape());
+    const Dims d = heads_dims(h);
+    dispatch_float(qsrc.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
+        backward_materialised<T>(dout, dweights, qsrc, ksrc, vsrc, d, scale, saved, &dq, &dk, &dv);
+    });
+}
+
 Value attention_prefix(const Value& q, const Value& kbuf, const Value& vbuf, std::int64_t S, const AttentionMask& mask,
                        double scale)
 {
     SPOOL_ASSERT(q.rank() == 3 && kbuf.rank() == 3 && vbuf.rank() == 3 && S <= kbuf.shape()[1] &&
                  kbuf.shape()[1] == vbuf.shape()[1]);
     const std::int64_t C = kbuf.shape()[1], E = q.shape()[2], Ev = vbuf.shape()[2];
-    const Dims d{q.shape()[0], q.shape()[1], S, E, Ev, C * E, C * Ev};
+    const Dims d = contiguous_dims(q.shape()[0], q.shape()[1], S, E, Ev, C * E, C * Ev);
     return dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
         if (use_blockwise(d, false)) return forward_blockwise<T>(q, kbuf, vbuf, d, mask, scale, 0.0, nullptr);
         return forward_materialised<T>(q, kbuf, vbuf, d, mask, scale, 0.0, nullptr);

@@ -68,6 +68,29 @@ Value attention(const Value& q, const Value& k, const Value& v, const AttentionM
 void attention_backward(const Value& dout, const Value& dweights, const Value& q, const Value& k, const Value& v,
                         double scale, const AttentionSaved& saved, Value* dq, Value* dk, Value* dv);
 
+/// Attention's operands with the heads still side by side in a projection's columns, so that
+/// nothing is split out or permuted (nn::MultiheadAttention on short sequences): a source is
+/// [N, rows, width] (batch_first) or [rows, N, width], and head h of it is the E columns from
+/// col + h * E. q, k and v may be column blocks of one source (the fused self-attention
+/// projection). Batch item b = n * H + h of masks, weights and the dropout draw is as for the
+/// split-out [N * H, rows, E] operands, so both layouts give the same numbers.
+struct HeadsLayout {
+    std::int64_t N, H, L, S, E;
+    bool batch_first;
+    std::int64_t q_width, q_col, k_width, k_col, v_width, v_col;
+};
+/// Whether attention_heads takes these sizes: the materialised path, more than 4 query rows.
+bool attention_heads_supported(std::int64_t L, std::int64_t S, bool need_weights);
+/// out [N, L, H * E] (batch_first) or [L, N, H * E]: the heads merged, as out_proj reads them.
+Value attention_heads(const Value& qsrc, const Value& ksrc, const Value& vsrc, const HeadsLayout& h,
+                      const AttentionMask& mask, double scale, double dropout_p, bool need_weights,
+                      AttentionSaved* saved);
+/// Writes the gradients of the q, k and v blocks into dq, dk and dv, Values shaped like the
+/// sources (one Value when sources are one); their other columns are not written.
+void attention_heads_backward(const Value& dout, const Value& dweights, const Value& qsrc, const Value& ksrc,
+                              const Value& vsrc, const HeadsLayout& h, double scale, const AttentionSaved& saved,
+                              Value& dq, Value& dk, Value& dv);
+
 // ---- decoding with a key/value cache ---------------------------------------------------------
 // A cache buffer is [B, C, D] (B = batch x heads, room for C positions) of which the first S
 // positions are filled; each step writes its new positions in place, so nothing is copied but

@@ -4,9 +4,12 @@
 // linearly in the sequence length (the caching allocator's peak).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "compare.hpp"
 #include "messages.hpp"
@@ -250,4 +253,125 @@ TEST_CASE("set_attention_blocking rejects bad tile sizes")
           "set_attention_blocking: block sizes must be >= 1 and min_scores >= 0; got block_q 0, block_k 128 and "
           "min_scores 16384");
     CHECK(kernels::attention_blocking().block_q == 64);  // unchanged by the rejected call
+}
+
+namespace {
+
+/// One run of attention over heads that lie in their sources' columns, by the heads-layout op
+/// or by the split-out route (slice, reshape, permute, scaled_dot_product_attention, merge):
+/// output, weights and the gradient of every source, from one seed.
+struct HeadsRun {
+    std::vector<double> out, weights;
+    std::vector<std::vector<double>> grads;
+};
+
+HeadsRun run_heads(bool fused_op, DType dt, bool batch_first, int sources, const AttentionHeads& h,
+                   const std::function<SdpaOptions(std::int64_t N, std::int64_t L, std::int64_t S)>& options)
+{
+    const std::int64_t N = 3, L = 7, S = sources == 1 ? L : 6, HE = h.heads * h.head_dim;  // one source: self-attention
+    manual_seed(5);
+    auto src = [&](std::int64_t T, std::int64_t W) {
+        return randn(batch_first ? Shape{N, T, W} : Shape{T, N, W}, {.dtype = dt, .requires_grad = true});
+    };
+    // sources: 1 = q|k|v in one tensor; 2 = q, and k|v in one; 3 = q, k, v apart
+    std::vector<Tensor> x;
+    if (sources == 1) x = {src(L, 3 * HE + 2)};
+    if (sources == 2) x = {src(L, HE + 1), src(S, 2 * HE)};
+    if (sources == 3) x = {src(L, HE), src(S, HE + 3), src(S, HE)};
+    const Tensor& qs = x[0];
+    const Tensor& ks = sources == 1 ? x[0] : x[1];
+    const Tensor& vs = sources == 1 ? x[0] : sources == 2 ? x[1] : x[2];
+    SdpaOptions o = options(N, L, S);
+    Tape tape;
+    manual_seed(17);  // the dropout draw
+    AttentionOutput r;
+    if (fused_op) {
+        r = scaled_dot_product_attention_heads(qs, ks, vs, h, o);
+    } else {
+        auto heads = [&](const Tensor& s, std::int64_t col, std::int64_t T) {
+            Tensor b = slice(s, 2, col, col + HE);
+            Tensor r4 = reshape(b, batch_first ? std::vector<std::int64_t>{N, T, h.heads, h.head_dim}
+                                               : std::vector<std::int64_t>{T, N, h.heads, h.head_dim});
+            return batch_first ? permute(r4, {0, 2, 1, 3}) : permute(r4, {1, 2, 0, 3});
+        };
+        AttentionOutput a = scaled_dot_product_attention(heads(qs, h.q_col, L), heads(ks, h.k_col, S),
+                                                         heads(vs, h.v_col, S), o);
+        Tensor merged = batch_first ? reshape(permute(a.output, {0, 2, 1, 3}), {N, L, HE})
+                                    : reshape(permute(a.output, {2, 0, 1, 3}), {L, N, HE});
+        r = {merged, a.weights};
+    }
+    manual_seed(23);
+    Tensor loss = sum(r.output * randn(r.output.shape(), {.dtype = dt}));
+    if (r.weights.defined()) loss = loss + sum(r.weights * randn(r.weights.shape(), {.dtype = dt}));
+    tape.backward(loss);
+    HeadsRun run{r.output.tolist(), r.weights.defined() ? r.weights.tolist() : std::vector<double>{}, {}};
+    for (const Tensor& t : x) run.grads.push_back(t.grad().tolist());
+    return run;
+}
+
+}  // namespace
+
+TEST_CASE("attention over heads in their projections' columns equals the split-out route, bit for bit")
+{
+    // same GEMMs on the same numbers read with other strides, same dropout draw: equal bits
+    struct HCase {
+        const char* name;
+        int sources;
+        AttentionHeads h;
+        std::function<SdpaOptions(std::int64_t, std::int64_t, std::int64_t)> options;
+    };
+    const std::vector<HCase> cases{
+        {"fused q|k|v, causal, dropout", 1, {.heads = 2, .head_dim = 3, .q_col = 1, .k_col = 7, .v_col = 13},
+         [](std::int64_t, std::int64_t, std::int64_t) { return SdpaOptions{.dropout_p = 0.25, .is_causal = true}; }},
+        {"q and k|v, key padding, weights", 2, {.heads = 3, .head_dim = 2, .q_col = 1, .k_col = 0, .v_col = 6},
+         [](std::int64_t N, std::int64_t, std::int64_t S) {
+             std::vector<double> pad(static_cast<std::size_t>(N * S), 0.0);
+             pad[static_cast<std::size_t>(S - 1)] = -INFINITY;  // batch 0's last key
+             pad[static_cast<std::size_t>(S + 2)] = -1.5;
+             return SdpaOptions{.attn_mask = from_vector(pad, {N, 1, 1, S}), .need_weights = true};
+         }},
+        {"q, k, v apart, bool mask, dropout, weights", 3, {.heads = 2, .head_dim = 2, .q_col = 0, .k_col = 3, .v_col = 0},
+         [](std::int64_t, std::int64_t L, std::int64_t S) {
+             std::vector<bool> m(static_cast<std::size_t>(L * S), true);
+             for (std::int64_t j = 0; j < S; ++j) m[static_cast<std::size_t>(2 * S + j)] = false;  // query 2 sees nothing
+             m[3] = false;
+             return SdpaOptions{.attn_mask = from_vector(m, {L, S}), .dropout_p = 0.3, .need_weights = true};
+         }},
+    };
+    for (DType dt : {f32, f64})
+        for (bool batch_first : {true, false})
+            for (const HCase& c : cases) {
+                INFO(std::string(c.name), ", ", dtype_name(dt), ", batch_first ", batch_first);
+                AttentionHeads h = c.h;
+                h.batch_first = batch_first;
+                // the sources above use float64 masks; match the dtype
+                auto opts = [&](std::int64_t N, std::int64_t L, std::int64_t S) {
+                    SdpaOptions o = c.options(N, L, S);
+                    if (o.attn_mask.defined() && o.attn_mask.dtype() != DType::b8) o.attn_mask = to(o.attn_mask, dt);
+                    return o;
+                };
+                const HeadsRun a = run_heads(true, dt, batch_first, c.sources, h, opts);
+                const HeadsRun b = run_heads(false, dt, batch_first, c.sources, h, opts);
+                CHECK(a.out == b.out);
+                CHECK(a.weights == b.weights);
+                REQUIRE(a.grads.size() == b.grads.size());
+                for (std::size_t i = 0; i < a.grads.size(); ++i) CHECK(a.grads[i] == b.grads[i]);
+                // columns outside every head get a zero gradient
+                if (c.sources == 1) CHECK(a.grads[0][0] == 0.0);
+            }
+}
+
+TEST_CASE("attention heads layout: typed errors for sources that do not hold the heads, and for long sequences")
+{
+    Tensor x = randn({2, 6, 8});
+    AttentionHeads h{.heads = 2, .head_dim = 2, .q_col = 0, .k_col = 4, .v_col = 6};  // v's heads end at column 10 > 8
+    CHECK_THROWS_WITH_AS(scaled_dot_product_attention_heads(x, x, x, h),
+                         doctest::Contains("value source (2, 6, 8) does not hold 2 heads of 2 at column 6"), ShapeError);
+    CHECK_THROWS_AS(scaled_dot_product_attention_heads(x, randn({3, 6, 8}), x, {.heads = 2, .head_dim = 2}), ShapeError);
+    CHECK_FALSE(attention_heads_supported(4, 64, false));   // a few query rows: the decoding loops
+    CHECK_FALSE(attention_heads_supported(128, 128, false));  // the blockwise path
+    CHECK(attention_heads_supported(128, 128, true));         // weights asked for: materialised
+    Tensor y = randn({1, 200, 12});
+    CHECK_THROWS_AS(scaled_dot_product_attention_heads(y, y, y, {.heads = 2, .head_dim = 2, .k_col = 4, .v_col = 8}),
+                    ValueError);
 }
