@@ -14,7 +14,7 @@ namespace spool {
     X(Sum, "sum") X(Mean, "mean") X(Max, "max") X(Var, "var")                                       \
     X(Reshape, "reshape") X(Permute, "permute") X(Slice, "slice") X(Split, "split") X(Concat, "concat") \
     X(BroadcastTo, "broadcast_to") X(Matmul, "matmul") X(IndexSelect, "index_select")               \
-    X(MaskedFill, "masked_fill") X(Where, "where") X(Dropout, "dropout")                            \
+    X(MaskedFill, "masked_fill") X(Where, "where") X(Dropout, "dropout") X(ReluDropout, "relu_dropout") \
     X(CrossEntropy, "cross_entropy") X(LogSumExp, "logsumexp") X(LogSigmoid, "logsigmoid")          \
     X(Cast, "to")                                                                                   \
     X(Linear, "linear") X(LayerNorm, "layer_norm") X(Attention, "scaled_dot_product_attention")

@@ -53,6 +53,9 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 /// Zero each element with probability p and scale the rest by 1/(1-p); identity when
 /// !training or p == 0. Masks come from the seeded generator (spool::manual_seed).
 Tensor dropout(const Tensor& x, double p = 0.5, bool training = true);
+/// dropout(relu(x), p, training) in one pass: the same numbers, from the same draw (and relu(x)
+/// when !training or p == 0). The Transformer layers' relu feed-forward uses it.
+Tensor relu_dropout(const Tensor& x, double p = 0.5, bool training = true);
 /// Convert to another dtype (differentiable between float32 and float64).
 Tensor to(const Tensor& x, DType dtype);
 

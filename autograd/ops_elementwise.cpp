@@ -279,6 +279,23 @@ Tensor dropout(const Tensor& x, double p, bool training)
         [keep, p](const Value& dy, Grads& dx) { dx.add(0, k::dropout_apply_bits(keep, dy, p)); }, {keep});
 }
 
+// relu_dropout(x, p) -> y = dropout(relu(x), p) in one pass, the same numbers and draw
+//   dx += x > 0 ? dy * m : 0   (m = 0 or 1/(1-p), read from y > 0)     saves y and x > 0 as bits
+Tensor relu_dropout(const Tensor& x, double p, bool training)
+{
+    detail::OpProfile prof(OpKind::ReluDropout);
+    check_float(x, "relu_dropout");
+    SPOOL_CHECK(p >= 0 && p < 1, ValueError, "relu_dropout: probability has to be in [0, 1); got ", p);
+    if (!training || p == 0) return relu(x);
+    const RngState s = k::dropout_reserve(x.numel());  // the words dropout would draw
+    Value pos;
+    Value y = k::relu_dropout(x.value(), p, s, &pos);
+    if (!detail::recording(&x, 1)) return detail::unrecorded(OpKind::ReluDropout, std::move(y));
+    return record(
+        OpKind::ReluDropout, {x}, y,
+        [pos, y, p](const Value& dy, Grads& dx) { dx.add(0, k::relu_dropout_backward(pos, y, dy, p)); }, {pos, y});
+}
+
 // to(x, dtype) -> y = cast(x)     dx += cast(dy, x.dtype)
 Tensor to(const Tensor& x, DType dtype)
 {

@@ -25,7 +25,12 @@ void check_input(const Tensor& x, std::int64_t d_model, const char* who, const c
                 " of rank 3 with last dimension d_model ", d_model, "; got ", x.defined() ? to_string(x.shape()) : "undefined");
 }
 
-Tensor activate(const Tensor& x, const std::string& activation) { return activation == "gelu" ? gelu(x) : relu(x); }
+/// drop(act(x)); relu and dropout in one pass (relu_dropout: the same numbers and draw)
+Tensor activate_dropout(const Tensor& x, const std::string& activation, const Dropout& drop)
+{
+    if (activation == "gelu") return drop.forward(gelu(x));
+    return relu_dropout(x, drop.options.p, drop.is_training());
+}
 
 /// One residual sub-layer: pre-norm x + f(norm(x)), post-norm norm(x + f(x)).
 template <class F>
@@ -68,7 +73,7 @@ TransformerEncoderLayer::TransformerEncoderLayer(const TransformerEncoderLayerOp
 
 Tensor TransformerEncoderLayer::ff_block(const Tensor& x) const
 {
-    return dropout2->forward(linear2->forward(dropout->forward(activate(linear1->forward(x), options.activation))));
+    return dropout2->forward(linear2->forward(activate_dropout(linear1->forward(x), options.activation, *dropout)));
 }
 
 Tensor TransformerEncoderLayer::forward(const Tensor& src, const EncoderArgs& args) const
@@ -113,7 +118,7 @@ TransformerDecoderLayer::TransformerDecoderLayer(const TransformerDecoderLayerOp
 
 Tensor TransformerDecoderLayer::ff_block(const Tensor& x) const
 {
-    return dropout3->forward(linear2->forward(dropout->forward(activate(linear1->forward(x), options.activation))));
+    return dropout3->forward(linear2->forward(activate_dropout(linear1->forward(x), options.activation, *dropout)));
 }
 
 DecoderOutput TransformerDecoderLayer::forward(const Tensor& tgt, const Tensor& memory, const DecoderArgs& args) const

@@ -97,5 +97,9 @@ RngState dropout_reserve(std::int64_t n);
 /// which dropout_apply_bits applies to dy in backward without drawing again.
 Value dropout_apply(const Value& x, double p, const RngState& s, Value* keep = nullptr);
 Value dropout_apply_bits(const Value& keep, const Value& x, double p);
+/// dropout(relu(x)) in one pass from the draw s (the words dropout_apply would use), and the
+/// bits of x > 0 into *pos (int64 [ceil(n / 64)]); its backward from those bits and the output y.
+Value relu_dropout(const Value& x, double p, const RngState& s, Value* pos);
+Value relu_dropout_backward(const Value& pos, const Value& y, const Value& dy, double p);
 
 }  // namespace spool::kernels

@@ -771,36 +771,100 @@ void dropout_apply(const RngState& s, const T* xs, T* y, std::int64_t n, std::ui
     });
 }
 
+/// body(bits, i0, m) for each 64-element group of n elements (m < 64 in the last), threaded:
+/// the groups of a saved bit mask (keep_bits, positive_bits).
+template <class F>
+void for_bit_words(const std::uint64_t* words_of, std::int64_t n, F body)
+{
+    const std::int64_t words = (n + 63) / 64;
+    spool::detail::parallel_blocks(words, detail::threads_for(n), 1, [&](std::int64_t w0, std::int64_t w1) {
+        for (std::int64_t wi = w0; wi < w1; ++wi) body(words_of[wi], wi * 64, std::min<std::int64_t>(64, n - wi * 64));
+    });
+}
+
 // y = x * (kept ? scale : 0) from the bits dropout_apply stored
 template <class T>
 void dropout_apply_bits(const std::uint64_t* keep, const T* xs, T* y, std::int64_t n, T scale)
 {
-    const std::int64_t words = (n + 63) / 64;
-    spool::detail::parallel_blocks(words, detail::threads_for(n), 1, [&](std::int64_t w0, std::int64_t w1) {
-        for (std::int64_t wi = w0; wi < w1; ++wi) {
-            const std::uint64_t bits = keep[wi];
-            const std::int64_t i0 = wi * 64, m = std::min<std::int64_t>(64, n - i0);
-            const T* x = xs + i0;
-            T* o = y + i0;
+    for_bit_words(keep, n, [&](std::uint64_t bits, std::int64_t i0, std::int64_t m) {
+        const T* x = xs + i0;
+        T* o = y + i0;
 #if defined(__AVX512F__)
-            if (m == 64) {
-                if constexpr (std::is_same_v<T, float>) {
-                    const __m512 sc = _mm512_set1_ps(scale);
-                    for (int q = 0; q < 4; ++q) {
-                        const __m512 mult = _mm512_maskz_mov_ps(__mmask16(bits >> (16 * q)), sc);
-                        _mm512_storeu_ps(o + 16 * q, _mm512_mul_ps(_mm512_loadu_ps(x + 16 * q), mult));
-                    }
-                } else {
-                    const __m512d sc = _mm512_set1_pd(scale);
-                    for (int q = 0; q < 8; ++q) {
-                        const __m512d mult = _mm512_maskz_mov_pd(__mmask8(bits >> (8 * q)), sc);
-                        _mm512_storeu_pd(o + 8 * q, _mm512_mul_pd(_mm512_loadu_pd(x + 8 * q), mult));
-                    }
+        if (m == 64) {
+            if constexpr (std::is_same_v<T, float>) {
+                const __m512 sc = _mm512_set1_ps(scale);
+                for (int q = 0; q < 4; ++q) {
+                    const __m512 mult = _mm512_maskz_mov_ps(__mmask16(bits >> (16 * q)), sc);
+                    _mm512_storeu_ps(o + 16 * q, _mm512_mul_ps(_mm512_loadu_ps(x + 16 * q), mult));
                 }
-                continue;
+            } else {
+                const __m512d sc = _mm512_set1_pd(scale);
+                for (int q = 0; q < 8; ++q) {
+                    const __m512d mult = _mm512_maskz_mov_pd(__mmask8(bits >> (8 * q)), sc);
+                    _mm512_storeu_pd(o + 8 * q, _mm512_mul_pd(_mm512_loadu_pd(x + 8 * q), mult));
+                }
             }
+            return;
+        }
 #endif
-            for (std::int64_t b = 0; b < m; ++b) o[b] = x[b] * ((bits >> b) & 1 ? scale : T(0));
+        for (std::int64_t b = 0; b < m; ++b) o[b] = x[b] * ((bits >> b) & 1 ? scale : T(0));
+    });
+}
+
+// Bits x[j] > 0 of count values (count <= 1024, from a multiple of 64) into pos[j / 64], bit j % 64.
+template <class T>
+void positive_bits(const T* x, std::int64_t count, std::uint64_t* pos)
+{
+    std::int64_t j = 0;
+#if defined(__AVX512F__)
+    for (; j + 64 <= count; j += 64) {
+        std::uint64_t bits = 0;
+        if constexpr (std::is_same_v<T, float>)
+            for (int q = 0; q < 4; ++q)
+                bits |= std::uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(x + j + 16 * q), _mm512_setzero_ps(), _CMP_GT_OQ))
+                        << (16 * q);
+        else
+            for (int q = 0; q < 8; ++q)
+                bits |= std::uint64_t(_mm512_cmp_pd_mask(_mm512_loadu_pd(x + j + 8 * q), _mm512_setzero_pd(), _CMP_GT_OQ))
+                        << (8 * q);
+        pos[j / 64] = bits;
+    }
+#endif
+    for (; j < count; j += 64) {
+        std::uint64_t bits = 0;
+        const std::int64_t m = std::min<std::int64_t>(64, count - j);
+        for (std::int64_t b = 0; b < m; ++b) bits |= std::uint64_t(x[j + b] > T(0)) << b;
+        pos[j / 64] = bits;
+    }
+}
+
+// relu(x) * multiplier: max keeps NaN (x < 0 is false for NaN), as relu then dropout does
+template <class T>
+void relu_dropout(const RngState& s, const T* xs, T* y, std::int64_t n, std::uint32_t threshold, T scale,
+                  std::uint64_t* pos)
+{
+    for_word_chunks<1>(s, n, [&](const std::uint32_t* w, std::int64_t first, std::int64_t count) {
+        const T* x = xs + first;
+        T* o = y + first;
+        const T sc = scale;  // locals: stores to o cannot alias them, so this vectorises
+        const std::uint32_t th = threshold;
+        for (std::int64_t k = 0; k < count; ++k) o[k] = (x[k] < T(0) ? T(0) : x[k]) * (w[k] < th ? T(0) : sc);
+        positive_bits(x, count, pos + first / 64);
+    });
+}
+
+// dx = x > 0 ? dy * (kept ? scale : 0) : 0, kept read from y > 0 (x > 0 and kept <=> y > 0)
+template <class T>
+void relu_dropout_backward(const std::uint64_t* pos, const T* ys, const T* dys, T* dxs, std::int64_t n, T scale)
+{
+    for_bit_words(pos, n, [&](std::uint64_t bits, std::int64_t i0, std::int64_t m) {
+        const T* y = ys + i0;
+        const T* dy = dys + i0;
+        T* dx = dxs + i0;
+        const T sc = scale;
+        for (std::int64_t b = 0; b < m; ++b) {
+            const T g = dy[b] * (y[b] > T(0) ? sc : T(0));
+            dx[b] = (bits >> b) & 1 ? g : T(0);
         }
     });
 }
@@ -809,11 +873,11 @@ void dropout_apply_bits(const std::uint64_t* keep, const T* xs, T* y, std::int64
 const KernelTable kTable{
     xsimd::default_arch::name(),
     {unary<float>, unary_backward<float>, binary_row<float>, layer_norm<float>, layer_norm_backward<float>,
-     dropout_mask<float>, dropout_apply<float>, dropout_apply_bits<float>, uniform_f, normal_f, row_max_nan<float>, exp_shift_sum<float>,
+     dropout_mask<float>, dropout_apply<float>, dropout_apply_bits<float>, relu_dropout<float>, relu_dropout_backward<float>, uniform_f, normal_f, row_max_nan<float>, exp_shift_sum<float>,
      scale_row<float>, scores_few_rows<float>, weighted_sum_few_rows<float>, sum<float>, softmax<float>,
      softmax_backward<float>},
     {unary<double>, unary_backward<double>, binary_row<double>, layer_norm<double>, layer_norm_backward<double>,
-     dropout_mask<double>, dropout_apply<double>, dropout_apply_bits<double>, uniform_d, normal_d, row_max_nan<double>, exp_shift_sum<double>,
+     dropout_mask<double>, dropout_apply<double>, dropout_apply_bits<double>, relu_dropout<double>, relu_dropout_backward<double>, uniform_d, normal_d, row_max_nan<double>, exp_shift_sum<double>,
      scale_row<double>, scores_few_rows<double>, weighted_sum_few_rows<double>, sum<double>, softmax<double>,
      softmax_backward<double>},
     philox_blocks,

@@ -39,6 +39,11 @@ struct TypedKernels {
     void (*dropout_apply)(const RngState& s, const T* x, T* y, std::int64_t n, std::uint32_t threshold, T scale,
                           bool all, std::uint64_t* keep);
     void (*dropout_apply_bits)(const std::uint64_t* keep, const T* x, T* y, std::int64_t n, T scale);
+    /// relu then dropout in one pass: y = max(x, 0) * multiplier, and one bit per element of
+    /// x > 0 into pos (layout of keep above); backward: dx = x > 0 ? dy * (y > 0 ? scale : 0) : 0.
+    void (*relu_dropout)(const RngState& s, const T* x, T* y, std::int64_t n, std::uint32_t threshold, T scale,
+                         std::uint64_t* pos);
+    void (*relu_dropout_backward)(const std::uint64_t* pos, const T* y, const T* dy, T* dx, std::int64_t n, T scale);
     /// rng::uniform and rng::normal (tensor/random.hpp).
     void (*uniform)(const RngState& s, T* out, std::int64_t n);
     void (*normal)(const RngState& s, T* out, std::int64_t n);

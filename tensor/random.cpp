@@ -132,4 +132,31 @@ Value kernels::dropout_apply_bits(const Value& keep, const Value& x, double p)
     });
 }
 
+Value kernels::relu_dropout(const Value& x, double p, const RngState& s, Value* pos)
+{
+    SPOOL_CHECK(p >= 0 && p < 1, ValueError, "relu_dropout: probability has to be in [0, 1); got ", p);
+    return kernels::detail::dispatch_float(x.dtype(), "relu_dropout", [&]<class T>() {
+        Value y = Value::empty(x.shape(), x.dtype());
+        *pos = Value::empty(Shape{(x.numel() + 63) / 64}, i64);
+        kernels::typed_kernels<T>().relu_dropout(s, x.data<T>(), y.data<T>(), x.numel(), rng::keep_threshold(p),
+                                                 keep_scale<T>(p),
+                                                 reinterpret_cast<std::uint64_t*>(pos->data<std::int64_t>()));
+        return y;
+    });
+}
+
+Value kernels::relu_dropout_backward(const Value& pos, const Value& y, const Value& dy, double p)
+{
+    SPOOL_CHECK(pos.dtype() == i64 && pos.numel() == (y.numel() + 63) / 64 && dy.numel() == y.numel(), ValueError,
+                "relu_dropout: backward got ", pos.numel(), " mask words, ", y.numel(), " outputs and ", dy.numel(),
+                " gradients");
+    return kernels::detail::dispatch_float(y.dtype(), "relu_dropout", [&]<class T>() {
+        Value dx = Value::empty(y.shape(), y.dtype());
+        kernels::typed_kernels<T>().relu_dropout_backward(reinterpret_cast<const std::uint64_t*>(pos.data<std::int64_t>()),
+                                                          y.data<T>(), dy.data<T>(), dx.data<T>(), y.numel(),
+                                                          keep_scale<T>(p));
+        return dx;
+    });
+}
+
 }  // namespace spool

@@ -146,6 +146,48 @@ TEST_CASE("dropout draws the mask dropout_mask draws and saves it as one bit per
     for (double v : dropout(z, 0.5).tolist()) CHECK(std::isnan(v));
 }
 
+TEST_CASE("relu_dropout equals dropout(relu(x)) bit for bit: values, gradients, NaN, inf and the draw")
+{
+    for (DType dt : {f32, f64}) {
+        manual_seed(3);
+        Tensor x0 = randn({5, 301}, {.dtype = dt});
+        std::vector<double> v = x0.tolist();
+        v[0] = std::nan("");
+        v[1] = INFINITY;
+        v[2] = -INFINITY;
+        v[3] = 0.0;
+        v[4] = -0.0;
+        std::vector<double> g(v.size());
+        for (std::size_t i = 0; i < g.size(); ++i) g[i] = std::sin(double(i));
+        g[7] = std::nan("");  // a NaN gradient reaches dx where x > 0, kept or dropped, as in the composition
+        g[11] = INFINITY;
+        auto run = [&](bool fused) {
+            Tensor x = from_vector(v, {5, 301}, {.dtype = dt, .requires_grad = true});
+            Tensor w = from_vector(g, {5, 301}, {.dtype = dt});
+            manual_seed(41);
+            Tape tape;
+            Tensor y = fused ? relu_dropout(x, 0.4) : dropout(relu(x), 0.4);
+            tape.backward(sum(y * w));
+            return std::pair{y.tolist(), x.grad().tolist()};
+        };
+        const auto a = run(true), b = run(false);
+        const auto same = [](const std::vector<double>& p, const std::vector<double>& q) {
+            if (p.size() != q.size()) return false;
+            for (std::size_t i = 0; i < p.size(); ++i)
+                if (!(p[i] == q[i] || (std::isnan(p[i]) && std::isnan(q[i]))) || std::signbit(p[i]) != std::signbit(q[i]))
+                    return false;
+            return true;
+        };
+        CHECK(same(a.first, b.first));
+        CHECK(same(a.second, b.second));
+        // eval mode and p == 0 are relu
+        Tensor x = from_vector(v, {5, 301}, {.dtype = dt});
+        CHECK(same(relu_dropout(x, 0.4, false).tolist(), relu(x).tolist()));
+        CHECK(same(relu_dropout(x, 0.0).tolist(), relu(x).tolist()));
+    }
+    CHECK_THROWS_AS(relu_dropout(randn({3}), 1.0), ValueError);
+}
+
 TEST_CASE("anomaly mode names the op that produced NaN")
 {
     detect_anomaly(true);
