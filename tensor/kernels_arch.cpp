@@ -489,8 +489,22 @@ void layer_norm_backward(const T* g, const T* xs, const T* w, const T* ms, const
             const T* xr = xs + n * D;
             T* dr = d + n * D;
             const T m = ms[n], r = rs[n];
-            T sg = 0, sgx = 0;
-            for (std::int64_t i = 0; i < D; ++i) {
+            // the row sums in vectors (a scalar float sum does not vectorise: it was most of the time)
+            using B = batch<T>;
+            constexpr std::int64_t W = B::size;
+            const B bm(m), br(r);
+            B vsg(T(0)), vsgx(T(0));
+            std::int64_t i = 0;
+            for (; i + W <= D; i += W) {
+                const B gg = B::load_unaligned(gr + i), xh = (B::load_unaligned(xr + i) - bm) * br;
+                const B gi = w ? gg * B::load_unaligned(w + i) : gg;
+                vsg += gi;
+                vsgx = xsimd::fma(gi, xh, vsgx);
+                if (pw) xsimd::fma(gg, xh, B::load_unaligned(pw + i)).store_unaligned(pw + i);
+                if (pb) (B::load_unaligned(pb + i) + gg).store_unaligned(pb + i);
+            }
+            T sg = xsimd::hadd(vsg), sgx = xsimd::hadd(vsgx);
+            for (; i < D; ++i) {
                 T xh = (xr[i] - m) * r;
                 T gi = w ? gr[i] * w[i] : gr[i];
                 sg += gi;
@@ -499,7 +513,14 @@ void layer_norm_backward(const T* g, const T* xs, const T* w, const T* ms, const
                 if (pb) pb[i] += gr[i];
             }
             const T a = sg / T(D), c = sgx / T(D);
-            for (std::int64_t i = 0; i < D; ++i) {
+            const B ba(a), bc(c);
+            i = 0;
+            for (; i + W <= D; i += W) {
+                const B xh = (B::load_unaligned(xr + i) - bm) * br, gg = B::load_unaligned(gr + i);
+                const B gi = w ? gg * B::load_unaligned(w + i) : gg;
+                (br * (gi - ba - xh * bc)).store_unaligned(dr + i);
+            }
+            for (; i < D; ++i) {
                 T xh = (xr[i] - m) * r;
                 T gi = w ? gr[i] * w[i] : gr[i];
                 dr[i] = r * (gi - a - xh * c);
