@@ -23,6 +23,7 @@
 #include <new>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "tensor/errors.hpp"
 #include "tensor/parallel.hpp"
@@ -547,6 +548,38 @@ inline int64_t cut(int64_t n, int parts, int p, int64_t align)
     return p == parts ? n : std::min(n, (n * p / parts + align / 2) / align * align);
 }
 
+// Products of one KC x NC block of op(B) (K <= KC, N <= NC: most forward layers) with many row
+// panels run on a team that shares out C's MR-row panels one at a time: each thread packs all of
+// op(B) (as when C was cut into one tile per thread) and claims row panels until none is left. A
+// thread slowed down by another process on its core then holds up the others only for the one
+// panel it is working on; with one tile per thread the region waited for that thread's whole
+// tile. No waits inside the region; each element of C is summed as by gemm_packed. (Sharing one
+// packed B between the threads needs a wait per block; with K past KC those waits cost more under
+// contention than the one-tile split did, so longer products keep that split.)
+template <class T>
+void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
+               int64_t ldc, const T* bias)
+{
+    constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR;
+    const int64_t n_ir = (M + MR - 1) / MR;
+    std::atomic<int64_t> next{0};
+    spool::detail::parallel_team(nt, [&](int, int) {
+        PackBuffers<T>& buffers = pack_buffers<T>();
+        T* bp = buffers.b.get(std::size_t(K * round_up(N, NR)));
+        T* ap = buffers.a.get(std::size_t(MR * K));
+        int64_t r = next.fetch_add(1, std::memory_order_relaxed);
+        if (r >= n_ir) return;  // all claimed already: skip packing B
+        pack_b(B, 0, 0, K, N, bp);
+        for (; r < n_ir; r = next.fetch_add(1, std::memory_order_relaxed)) {
+            const int64_t ir = r * MR, mr = std::min(MR, M - ir);
+            pack_a(A, ir, 0, mr, K, ap);
+            for (int64_t jr = 0; jr < N; jr += NR)
+                tile<T, false>(mr, std::min(NR, N - jr), K, ap, MR, bp + jr * K, NR, C + ir * ldc + jr, ldc, alpha,
+                               beta, bias ? bias + jr : nullptr);
+        }
+    });
+}
+
 template <class T>
 void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
                    int64_t ldc, const T* bias)
@@ -558,6 +591,10 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0) || spool::detail::in_parallel()) nt = 1;
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
     if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc, bias);
+    // one block of B and enough row panels to share out: row panels claimed one at a time
+    if (!swapped_pays(M, N, B, beta) && M >= 4 * nt * Tile<T>::MR && N >= Tile<T>::NR && K <= Blocking<T>::KC &&
+        N <= Blocking<T>::nc())
+        return gemm_team(nt, M, N, K, alpha, A, B, beta, C, ldc, bias);
 
     // One tile per thread, claimed rather than assigned: a worker that has not woken up when
     // the caller is done with its tile leaves its tile to the caller. (Cutting 4 tiles per
