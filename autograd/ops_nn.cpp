@@ -136,6 +136,19 @@ k::AttentionMask attention_mask_of(const SdpaOptions& o, const Shape& qshape, st
     return am;
 }
 
+/// What both attention ops check first: three defined float tensors of one dtype, and options
+/// PyTorch accepts.
+void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, const SdpaOptions& o, const char* op)
+{
+    SPOOL_CHECK(q.defined() && k.defined() && v.defined(), ValueError, op, ": query, key or value is undefined");
+    SPOOL_CHECK(is_floating(q.dtype()) && q.dtype() == k.dtype() && q.dtype() == v.dtype(), TypeError, op,
+                ": query, key and value must be float tensors of one dtype; got ", dtype_name(q.dtype()), ", ",
+                dtype_name(k.dtype()), " and ", dtype_name(v.dtype()));
+    SPOOL_CHECK(o.dropout_p >= 0 && o.dropout_p < 1, ValueError, op, ": dropout_p must be in [0, 1); got ", o.dropout_p);
+    SPOOL_CHECK(!(o.is_causal && o.attn_mask.defined()), ValueError, op,
+                ": pass either attn_mask or is_causal, not both (as PyTorch)");
+}
+
 }  // namespace
 
 // scaled_dot_product_attention(q, k, v) -> O = dropout(softmax(scale q kᵀ + mask)) v, and the
@@ -147,19 +160,13 @@ AttentionOutput scaled_dot_product_attention(const Tensor& q, const Tensor& kk, 
 {
     detail::OpProfile prof(OpKind::Attention);
     const char* op = "scaled_dot_product_attention";
-    SPOOL_CHECK(q.defined() && kk.defined() && v.defined(), ValueError, op, ": query, key or value is undefined");
-    SPOOL_CHECK(is_floating(q.dtype()) && q.dtype() == kk.dtype() && q.dtype() == v.dtype(), TypeError, op,
-                ": query, key and value must be float tensors of one dtype; got ", dtype_name(q.dtype()), ", ",
-                dtype_name(kk.dtype()), " and ", dtype_name(v.dtype()));
+    check_attention_args(q, kk, v, o, op);
     const int r = q.dim();
     bool ok = r >= 2 && kk.dim() == r && v.dim() == r;
     for (int i = 0; ok && i < r - 2; ++i) ok = q.shape()[i] == kk.shape()[i] && q.shape()[i] == v.shape()[i];
     ok = ok && q.shape()[r - 1] == kk.shape()[r - 1] && kk.shape()[r - 2] == v.shape()[r - 2];
     SPOOL_CHECK(ok, ShapeError, op, ": expected query [..., L, E], key [..., S, E], value [..., S, Ev] with equal batch dims; got ",
                 to_string(q.shape()), ", ", to_string(kk.shape()), " and ", to_string(v.shape()));
-    SPOOL_CHECK(o.dropout_p >= 0 && o.dropout_p < 1, ValueError, op, ": dropout_p must be in [0, 1); got ", o.dropout_p);
-    SPOOL_CHECK(!(o.is_causal && o.attn_mask.defined()), ValueError, op,
-                ": pass either attn_mask or is_causal, not both (as PyTorch)");
     const std::int64_t L = q.shape()[r - 2], E = q.shape()[r - 1], S = kk.shape()[r - 2], Ev = v.shape()[r - 1];
     const std::int64_t B = q.numel() / std::max<std::int64_t>(L * E, 1);
     const double scale = o.scale.value_or(1.0 / std::sqrt(static_cast<double>(E)));
@@ -207,17 +214,11 @@ AttentionOutput scaled_dot_product_attention_heads(const Tensor& qsrc, const Ten
 {
     detail::OpProfile prof(OpKind::Attention);
     const char* op = "scaled_dot_product_attention_heads";
-    SPOOL_CHECK(qsrc.defined() && ksrc.defined() && vsrc.defined(), ValueError, op, ": a source is undefined");
-    SPOOL_CHECK(is_floating(qsrc.dtype()) && qsrc.dtype() == ksrc.dtype() && qsrc.dtype() == vsrc.dtype(), TypeError,
-                op, ": sources must be float tensors of one dtype; got ", dtype_name(qsrc.dtype()), ", ",
-                dtype_name(ksrc.dtype()), " and ", dtype_name(vsrc.dtype()));
+    check_attention_args(qsrc, ksrc, vsrc, o, op);
     SPOOL_CHECK(qsrc.dim() == 3 && ksrc.dim() == 3 && vsrc.dim() == 3 && hs.heads >= 1 && hs.head_dim >= 1, ShapeError,
                 op, ": expected 3-D sources and heads, head_dim >= 1; got ", to_string(qsrc.shape()), ", ",
                 to_string(ksrc.shape()), ", ", to_string(vsrc.shape()), ", heads ", hs.heads, ", head_dim ",
                 hs.head_dim);
-    SPOOL_CHECK(o.dropout_p >= 0 && o.dropout_p < 1, ValueError, op, ": dropout_p must be in [0, 1); got ", o.dropout_p);
-    SPOOL_CHECK(!(o.is_causal && o.attn_mask.defined()), ValueError, op,
-                ": pass either attn_mask or is_causal, not both (as PyTorch)");
     const int bd = hs.batch_first ? 0 : 1, td = 1 - bd;
     const std::int64_t N = qsrc.shape()[bd], L = qsrc.shape()[td], S = ksrc.shape()[td], H = hs.heads,
                        E = hs.head_dim;
