@@ -199,8 +199,13 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
 {
     Value probs = Value::empty(Shape{d.B, d.L, d.S}, q.dtype());
     Value out = Value::empty(d.split ? Shape{d.B, d.L, d.Ev} : out_shape, q.dtype());
-    Value keep = dropout_p > 0 ? dropout_mask(probs.shape(), q.dtype(), dropout_p) : Value();
-    Value dropped = dropout_p > 0 ? Value::empty(probs.shape(), q.dtype()) : Value();
+    // dropout as dropout_mask would draw it (word n of the reservation decides element n of
+    // [B, L, S]), drawn item by item where it is used instead of as a float mask of its own
+    const bool drop = dropout_p > 0;
+    Value dropped = drop ? Value::empty(probs.shape(), q.dtype()) : Value();
+    const RngState rs = drop ? dropout_reserve(probs.numel()) : RngState{};
+    const std::uint32_t threshold = drop ? rng::keep_threshold(dropout_p) : 0;
+    const T keep_mult = static_cast<T>(1.0 / (1.0 - dropout_p));  // dropout_p < 1 (the op checks)
     const T* qs = q.data<T>();
     const T* ks = k.data<T>();
     const T* vs = v.data<T>();
@@ -216,10 +221,14 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
                     P, d.S);
         masked_softmax_rows(P, d, b, mask);
         const T* A = P;
-        if (keep.defined()) {
-            T* Dp = dropped.data<T>() + b * d.L * d.S;
-            const T* kp = keep.data<T>() + b * d.L * d.S;
-            for (std::int64_t i = 0; i < d.L * d.S; ++i) Dp[i] = P[i] * kp[i];
+        if (drop) {
+            const std::int64_t LS = d.L * d.S;
+            T* Dp = dropped.data<T>() + b * LS;
+            std::vector<std::uint32_t> words(static_cast<std::size_t>(LS));
+            rng::words(rs, static_cast<std::uint64_t>(b * LS), words.data(), LS);
+            const std::uint32_t th = threshold;  // locals: stores to Dp cannot alias them, so this vectorises
+            const T km = keep_mult;
+            for (std::int64_t i = 0; i < LS; ++i) Dp[i] = P[i] * (words[i] >= th ? km : T(0));
             A = Dp;
         }
         // out_b = A v_b
@@ -232,6 +241,7 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
     if (saved) {
         saved->probs = probs;
         saved->dropped = dropped;
+        saved->dropout_p = dropout_p;
     }
     return out;
 }
@@ -245,6 +255,7 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
                            const Dims& d, double scale, const AttentionSaved& saved, Value* dq, Value* dk, Value* dv)
 {
     const bool has_drop = saved.dropped.defined();
+    const T keep_mult = static_cast<T>(1.0 / (1.0 - saved.dropout_p));
     const T* qs = q.data<T>();
     const T* ks = k.data<T>();
     const T* vs = v.data<T>();
@@ -271,8 +282,10 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
         }
         if (gw)
             for (std::int64_t i = 0; i < LS; ++i) dA[i] += gw[b * LS + i];
-        if (has_drop)  // keep multiplier = dropped / probs where probs > 0
-            for (std::int64_t i = 0; i < LS; ++i) dA[i] = A[i] > T(0) ? dA[i] * (Ad[i] / A[i]) : T(0);
+        if (has_drop) {  // dropout's multiplier: kept where the dropped probability is not 0
+            const T km = keep_mult;  // a local, so the loop vectorises
+            for (std::int64_t i = 0; i < LS; ++i) dA[i] = Ad[i] != T(0) ? dA[i] * km : T(0);
+        }
         typed_kernels<T>().softmax_backward(false, dA.data(), A, dA.data(), d.L, d.S, 1);
         gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + d.at(d.k, b), d.k.ld, T(0),
                 dqs + d.at(d.q, b), d.q.ld);
