@@ -4,8 +4,10 @@
 // warm-up; spool and OpenBLAS are interleaved A B A B so their ratio shares the machine's noise.
 // The OpenBLAS half is built only with SPOOL_HAVE_OPENBLAS; "openblas_core" names the kernel set
 // OpenBLAS picked (Debian's 0.3.21 does not know this Xeon and picks Prescott unless
-// OPENBLAS_CORETYPE=SkylakeX). "kernel" names spool's GEMM kernel (chosen at run time in a portable
-// build). Flags: --quick (fewer shapes and samples, a smoke test), --no-peer (spool only).
+// OPENBLAS_CORETYPE=SkylakeX, and gives Zen 4 and 5 its AVX2 set: the program sets the best one
+// itself, see bench/child.hpp best_openblas_core). "kernel" names spool's GEMM kernel (chosen at run
+// time in a portable build). Flags: --quick (fewer shapes and samples, a smoke test), --no-peer
+// (spool only), --keep-openblas-core (OpenBLAS's own choice or the environment's).
 // Not here: other dtypes, transposed operands (the tests cover those for correctness).
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "bench/bench_util.hpp"
+#include "bench/child.hpp"
 #include "tensor/gemm.hpp"
 #include "tensor/threads.hpp"
 
@@ -47,12 +50,23 @@ int main(int argc, char** argv)
 #ifdef SPOOL_HAVE_OPENBLAS
     // OpenBLAS's idle workers spin (sched_yield) for 2^28 cycles (~0.1 s) after each call and steal
     // a core from spool's next 2-thread sample; with 2^4 they sleep at once, like OpenMP's passive
-    // waiters. OpenBLAS reads the variable when it loads, so set it and restart once (an explicit
-    // setting is kept).
+    // waiters (an explicit setting is kept). And the peer gets the best kernel set this CPU runs
+    // (best_openblas_core: also over an OPENBLAS_CORETYPE naming a weaker one, unless
+    // --keep-openblas-core). OpenBLAS reads both variables when it loads: set them, restart once.
+    bool restart = false, keep_core = false;
+    for (int i = 1; i < argc; ++i) keep_core = keep_core || std::strcmp(argv[i], "--keep-openblas-core") == 0;
     if (!std::getenv("OPENBLAS_THREAD_TIMEOUT")) {
         setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
-        execv("/proc/self/exe", argv);  // returns only if it failed: then run as we are
+        restart = true;
     }
+    if (!keep_core) {
+        const std::string core = spool::bench::best_openblas_core(openblas_get_corename());
+        if (!core.empty()) {
+            setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+            restart = true;
+        }
+    }
+    if (restart) execv("/proc/self/exe", argv);  // returns only if it failed: then run as we are
 #endif
     bool quick = false, peer = true;
     for (int i = 1; i < argc; ++i) {
@@ -60,8 +74,9 @@ int main(int argc, char** argv)
             quick = true;
         } else if (std::strcmp(argv[i], "--no-peer") == 0) {
             peer = false;
+        } else if (std::strcmp(argv[i], "--keep-openblas-core") == 0) {
         } else {
-            std::fprintf(stderr, "usage: %s [--quick] [--no-peer]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--quick] [--no-peer] [--keep-openblas-core]\n", argv[0]);
             return 2;
         }
     }
