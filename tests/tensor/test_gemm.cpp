@@ -151,13 +151,15 @@ TEST_CASE_TEMPLATE("gemm: shapes past the cache blocks and the threading thresho
     // the transposed product): 32x1000x256 (a decoding step's output layer, split between
     // threads), 64x300x513 (two panels of rows, K past KC), 65x300x70 (one row too many). One
     // block of B shared out by row panels at 2 threads: 150x100x200, 301x130x250 (tails in every
-    // dimension); 200x2100x300 is 3 x 2 blocks, split in tiles.
+    // dimension); several blocks shared out by groups of row panels: 200x2100x300 (2 x 3+ blocks),
+    // 1000x70x600 (groups of 4 panels, a short last group, K past KC twice).
     const Case shapes[] = {{false, false, 300, 257, 513, 3}, {false, false, 450, 70, 300, 0},
                            {false, false, 30, 5000, 100, 1}, {false, false, 64, 64, 64, 0},
                            {false, false, 97, 130, 65, 5},   {false, false, 1, 700, 300, 0},
                            {false, false, 32, 1000, 256, 0}, {false, false, 64, 300, 513, 2},
                            {false, false, 65, 300, 70, 1},   {false, false, 200, 2100, 300, 1},
-                           {false, false, 150, 100, 200, 0}, {false, false, 301, 130, 250, 2}};
+                           {false, false, 150, 100, 200, 0}, {false, false, 301, 130, 250, 2},
+                           {false, false, 1000, 70, 600, 1}};
     for (Case c : shapes)
         for (bool ta : {false, true})
             for (bool tb : {false, true}) {
