@@ -167,18 +167,36 @@ T row_sum(const T* x, std::int64_t n)
     return s;
 }
 
-/// out[o, k] = sum_j x[o, j, k] for inner > 1.
+/// out[k] = sum_j x[j * ld + k] for k < m, summed row after row from 0 (the order of a loop that
+/// adds each row into out) with four vectors of columns held in registers across the rows.
 template <class T>
-void col_sum(const T* x, T* out, std::int64_t n, std::int64_t inner)
+void col_sum(const T* x, T* out, std::int64_t n, std::int64_t m, std::int64_t ld)
 {
-    std::fill(out, out + inner, T(0));
     constexpr std::int64_t W = batch<T>::size;
-    for (std::int64_t j = 0; j < n; ++j) {
-        const T* r = x + j * inner;
-        std::int64_t k = 0;
-        for (; k + W <= inner; k += W)
-            (batch<T>::load_unaligned(out + k) + batch<T>::load_unaligned(r + k)).store_unaligned(out + k);
-        for (; k < inner; ++k) out[k] += r[k];
+    std::int64_t k = 0;
+    for (; k + 4 * W <= m; k += 4 * W) {
+        batch<T> a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
+        for (std::int64_t j = 0; j < n; ++j) {
+            const T* r = x + j * ld + k;
+            a0 += batch<T>::load_unaligned(r);
+            a1 += batch<T>::load_unaligned(r + W);
+            a2 += batch<T>::load_unaligned(r + 2 * W);
+            a3 += batch<T>::load_unaligned(r + 3 * W);
+        }
+        a0.store_unaligned(out + k);
+        a1.store_unaligned(out + k + W);
+        a2.store_unaligned(out + k + 2 * W);
+        a3.store_unaligned(out + k + 3 * W);
+    }
+    for (; k + W <= m; k += W) {
+        batch<T> a(T(0));
+        for (std::int64_t j = 0; j < n; ++j) a += batch<T>::load_unaligned(x + j * ld + k);
+        a.store_unaligned(out + k);
+    }
+    for (; k < m; ++k) {
+        T a = T(0);
+        for (std::int64_t j = 0; j < n; ++j) a += x[j * ld + k];
+        out[k] = a;
     }
 }
 
@@ -247,8 +265,14 @@ void sum(const T* xs, T* ys, std::int64_t outer, std::int64_t n, std::int64_t in
     if (inner == 1) {
         spool::detail::parallel_for(outer, nt, [&](std::int64_t o) { ys[o] = row_sum(xs + o * n, n); });
     } else {
-        spool::detail::parallel_for(outer, nt,
-                                    [&](std::int64_t o) { col_sum(xs + o * n * inner, ys + o * inner, n, inner); });
+        // items of 4 vectors of columns, so that a [rows, features] gradient summed over its rows
+        // (a bias gradient: outer 1) is shared between threads too
+        constexpr std::int64_t C = 4 * batch<T>::size;
+        const std::int64_t per = (inner + C - 1) / C;
+        spool::detail::parallel_for(outer * per, nt, [&](std::int64_t item) {
+            const std::int64_t o = item / per, k0 = item % per * C;
+            col_sum(xs + o * n * inner + k0, ys + o * inner + k0, n, std::min(C, inner - k0), inner);
+        });
     }
 }
 

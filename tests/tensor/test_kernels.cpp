@@ -9,6 +9,7 @@
 #include "autograd/tensor.hpp"
 #include "tensor/kernels.hpp"
 #include "tensor/random.hpp"
+#include "tensor/threads.hpp"
 
 using namespace spool;
 namespace k = spool::kernels;
@@ -304,5 +305,38 @@ TEST_CASE("matmul kernel broadcasts batch dims and honours transpose flags")
         Value c2 = k::matmul(a.view(Shape{2, 3, 5}), b.narrow0(0, 1).view(Shape{5, 6}));
         REQUIRE(c1.shape() == c2.shape());
         for (std::int64_t i = 0; i < c1.numel(); ++i) CHECK(std::abs(c1.at(i) - c2.at(i)) <= tol * 10);
+    }
+}
+
+TEST_CASE("sum over the rows of [rows, features] (a bias gradient): row after row, the same bits at 1 and 2 threads")
+{
+    // 150 features = 2 items of 4 float vectors (AVX-512) + 1 vector + 6 columns; 4 + 2 items for double
+    for (DType dt : {f32, f64}) {
+        Value x = make(Shape{300, 150}, dt, 31);
+        const int before = get_num_threads();
+        std::vector<double> first;
+        for (int threads : {1, 2}) {
+            set_num_threads(threads);
+            Value s = k::sum(x, 0);
+            REQUIRE(s.shape() == Shape{1, 150});
+            for (std::int64_t c = 0; c < 150; ++c) {
+                // the order of a loop adding each row into the result, in the tensor's precision
+                double want = 0;
+                if (dt == f32) {
+                    float a = 0;
+                    for (std::int64_t r = 0; r < 300; ++r) a += static_cast<float>(x.at(r * 150 + c));
+                    want = a;
+                } else {
+                    for (std::int64_t r = 0; r < 300; ++r) want += x.at(r * 150 + c);
+                }
+                INFO(dtype_name(dt), " threads ", threads, " column ", c);
+                CHECK(s.at(c) == want);
+            }
+            if (threads == 1)
+                for (std::int64_t c = 0; c < 150; ++c) first.push_back(s.at(c));
+            else
+                for (std::int64_t c = 0; c < 150; ++c) CHECK(s.at(c) == first[std::size_t(c)]);
+        }
+        set_num_threads(before);
     }
 }
