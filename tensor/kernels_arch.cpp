@@ -167,21 +167,22 @@ T row_sum(const T* x, std::int64_t n)
     return s;
 }
 
-/// out[k] = sum_j x[j * ld + k] for k < m, summed row after row from 0 (the order of a loop that
-/// adds each row into out) with four vectors of columns held in registers across the rows.
-template <class T>
-void col_sum(const T* x, T* out, std::int64_t n, std::int64_t m, std::int64_t ld)
+/// out[k] = sum over j = 0, 1, ... of weight(j) * x[j * ld + k], for k < m: each chunk of up to
+/// four vectors of columns stays in registers while the rows stream past.
+template <class T, class Weight>
+void weighted_col_sums(const T* x, std::int64_t ld, std::int64_t n, std::int64_t m, T* out, Weight weight)
 {
     constexpr std::int64_t W = batch<T>::size;
     std::int64_t k = 0;
     for (; k + 4 * W <= m; k += 4 * W) {
         batch<T> a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
         for (std::int64_t j = 0; j < n; ++j) {
+            const batch<T> w(weight(j));
             const T* r = x + j * ld + k;
-            a0 += batch<T>::load_unaligned(r);
-            a1 += batch<T>::load_unaligned(r + W);
-            a2 += batch<T>::load_unaligned(r + 2 * W);
-            a3 += batch<T>::load_unaligned(r + 3 * W);
+            a0 = xsimd::fma(w, batch<T>::load_unaligned(r), a0);
+            a1 = xsimd::fma(w, batch<T>::load_unaligned(r + W), a1);
+            a2 = xsimd::fma(w, batch<T>::load_unaligned(r + 2 * W), a2);
+            a3 = xsimd::fma(w, batch<T>::load_unaligned(r + 3 * W), a3);
         }
         a0.store_unaligned(out + k);
         a1.store_unaligned(out + k + W);
@@ -190,14 +191,22 @@ void col_sum(const T* x, T* out, std::int64_t n, std::int64_t m, std::int64_t ld
     }
     for (; k + W <= m; k += W) {
         batch<T> a(T(0));
-        for (std::int64_t j = 0; j < n; ++j) a += batch<T>::load_unaligned(x + j * ld + k);
+        for (std::int64_t j = 0; j < n; ++j) a = xsimd::fma(batch<T>(weight(j)), batch<T>::load_unaligned(x + j * ld + k), a);
         a.store_unaligned(out + k);
     }
     for (; k < m; ++k) {
         T a = T(0);
-        for (std::int64_t j = 0; j < n; ++j) a += x[j * ld + k];
+        for (std::int64_t j = 0; j < n; ++j) a += weight(j) * x[j * ld + k];
         out[k] = a;
     }
+}
+
+/// out[k] = sum_j x[j * ld + k] for k < m, summed row after row from 0 (the order of a loop that
+/// adds each row into out; a multiply-add by 1 rounds as the add does).
+template <class T>
+void col_sum(const T* x, T* out, std::int64_t n, std::int64_t m, std::int64_t ld)
+{
+    weighted_col_sums(x, ld, n, m, out, [](std::int64_t) { return T(1); });
 }
 
 template <class T>
@@ -422,37 +431,9 @@ void scores_few_rows(std::int64_t L, std::int64_t S, std::int64_t E, T scale, co
 template <class T>
 void weighted_sum_few_rows(std::int64_t L, std::int64_t S, std::int64_t Ev, const T* A, const T* V, T* O)
 {
-    constexpr std::int64_t W = batch<T>::size;
     for (std::int64_t i = 0; i < L; ++i) {
         const T* a = A + i * S;
-        T* o = O + i * Ev;
-        std::int64_t e = 0;
-        for (; e + 4 * W <= Ev; e += 4 * W) {
-            batch<T> o0(T(0)), o1(T(0)), o2(T(0)), o3(T(0));
-            for (std::int64_t j = 0; j < S; ++j) {
-                const batch<T> w(a[j]);
-                const T* vr = V + j * Ev + e;
-                o0 = xsimd::fma(w, batch<T>::load_unaligned(vr), o0);
-                o1 = xsimd::fma(w, batch<T>::load_unaligned(vr + W), o1);
-                o2 = xsimd::fma(w, batch<T>::load_unaligned(vr + 2 * W), o2);
-                o3 = xsimd::fma(w, batch<T>::load_unaligned(vr + 3 * W), o3);
-            }
-            o0.store_unaligned(o + e);
-            o1.store_unaligned(o + e + W);
-            o2.store_unaligned(o + e + 2 * W);
-            o3.store_unaligned(o + e + 3 * W);
-        }
-        for (; e + W <= Ev; e += W) {
-            batch<T> o0(T(0));
-            for (std::int64_t j = 0; j < S; ++j)
-                o0 = xsimd::fma(batch<T>(a[j]), batch<T>::load_unaligned(V + j * Ev + e), o0);
-            o0.store_unaligned(o + e);
-        }
-        for (; e < Ev; ++e) {
-            T acc = 0;
-            for (std::int64_t j = 0; j < S; ++j) acc += a[j] * V[j * Ev + e];
-            o[e] = acc;
-        }
+        weighted_col_sums(V, Ev, S, Ev, O + i * Ev, [a](std::int64_t j) { return a[j]; });
     }
 }
 
