@@ -14,9 +14,9 @@
 // --runs times timed. spool children get the environment as given minus
 // OMP_WAIT_POLICY/GOMP_SPINCOUNT; LibTorch children OMP_WAIT_POLICY=passive, and at 2
 // threads both "2/2" and "1/2" (ATen threads / OpenBLAS threads) — the better is the peer.
-// If Debian's OpenBLAS falls back to generic kernels on this CPU ("Prescott"), the
-// LibTorch children get OPENBLAS_CORETYPE naming the best set the CPU runs
-// (--keep-openblas-core: leave OpenBLAS's choice).
+// If Debian's OpenBLAS falls back to generic kernels on this CPU ("Prescott"), or to its AVX2
+// set on an AVX-512 CPU (Zen 4/5), the LibTorch children get OPENBLAS_CORETYPE naming the best
+// set the CPU runs (--keep-openblas-core: leave OpenBLAS's choice).
 //
 // Output: JSON lines. {"bench":"machine"}, {"bench":"decode_check"}, then per thread count
 // one {"bench":"decode"} per implementation and setting, and {"bench":"decode_ratio"}.

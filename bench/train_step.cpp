@@ -12,7 +12,8 @@
 // children run in the environment as given, minus OMP_WAIT_POLICY/GOMP_SPINCOUNT; LibTorch children
 // get OMP_WAIT_POLICY=passive, its best setting on these machines, and at 2 threads both
 // "2/2" and "1/2" (ATen OpenMP threads / OpenBLAS threads) — the better one is the peer.
-// Debian's OpenBLAS may not know the CPU and fall back to generic kernels ("Prescott"):
+// Debian's OpenBLAS may not know the CPU and fall back to generic kernels ("Prescott"), or
+// give an AVX-512 CPU its AVX2 set (Zen 4/5, or OPENBLAS_CORETYPE=Haswell in the environment):
 // then the LibTorch children get OPENBLAS_CORETYPE naming the best kernel set the CPU runs
 // (--keep-openblas-core: leave OpenBLAS's own choice). --contention runs everything a
 // second time while a busy-loop process (started and killed here) competes for one core.
