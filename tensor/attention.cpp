@@ -200,12 +200,10 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
     Value probs = Value::empty(Shape{d.B, d.L, d.S}, q.dtype());
     Value out = Value::empty(d.split ? Shape{d.B, d.L, d.Ev} : out_shape, q.dtype());
     // dropout as dropout_mask would draw it (word n of the reservation decides element n of
-    // [B, L, S]), drawn item by item where it is used instead of as a float mask of its own
+    // [B, L, S]), drawn row by row where it is used instead of as a float mask of its own
     const bool drop = dropout_p > 0;
     Value dropped = drop ? Value::empty(probs.shape(), q.dtype()) : Value();
     const RngState rs = drop ? dropout_reserve(probs.numel()) : RngState{};
-    const std::uint32_t threshold = drop ? rng::keep_threshold(dropout_p) : 0;
-    const T keep_mult = static_cast<T>(1.0 / (1.0 - dropout_p));  // dropout_p < 1 (the op checks)
     const T* qs = q.data<T>();
     const T* ks = k.data<T>();
     const T* vs = v.data<T>();
@@ -222,13 +220,15 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
         masked_softmax_rows(P, d, b, mask);
         const T* A = P;
         if (drop) {
-            const std::int64_t LS = d.L * d.S;
-            T* Dp = dropped.data<T>() + b * LS;
-            std::vector<std::uint32_t> words(static_cast<std::size_t>(LS));
-            rng::words(rs, static_cast<std::uint64_t>(b * LS), words.data(), LS);
-            const std::uint32_t th = threshold;  // locals: stores to Dp cannot alias them, so this vectorises
-            const T km = keep_mult;
-            for (std::int64_t i = 0; i < LS; ++i) Dp[i] = P[i] * (words[i] >= th ? km : T(0));
+            T* Dp = dropped.data<T>() + b * d.L * d.S;
+            TileDropout<T> row_drop(d, dropout_p, rs, d.S);
+            std::vector<T> z(static_cast<std::size_t>(d.S));
+            for (std::int64_t i = 0; i < d.L; ++i) {
+                row_drop.row(b, i, 0, d.S, z.data());
+                const T* p = P + i * d.S;
+                T* o = Dp + i * d.S;
+                for (std::int64_t c = 0; c < d.S; ++c) o[c] = p[c] * z[std::size_t(c)];
+            }
             A = Dp;
         }
         // out_b = A v_b
@@ -325,7 +325,7 @@ Value forward_blockwise(const Value& q, const Value& k, const Value& v, const Di
     Value out = Value::zeros(Shape{d.B, d.L, d.Ev}, q.dtype());
     Value lse = Value::empty(Shape{d.B, d.L}, q.dtype());
     RngState rs;
-    if (dropout_p > 0) rs = rng::reserve(static_cast<std::uint64_t>((d.B * d.L * d.S + 3) / 4));  // as dropout_mask
+    if (dropout_p > 0) rs = dropout_reserve(d.B * d.L * d.S);  // as dropout_mask
     const int nt = static_cast<int>(std::min<std::int64_t>(threads_for(d.B * d.L * d.S * (d.E + d.Ev)), d.B * nqb));
     // per thread: a score tile, the dropout multipliers of one row, running max and sum
     Value scratch = Value::empty(Shape{nt, BQ * BK + BK + 2 * BQ}, q.dtype());
