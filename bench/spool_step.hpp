@@ -33,6 +33,8 @@ inline void run_spool_steps(const Config& c, int threads, const SpoolStepHooks& 
     const auto batches = make_batches(c, 4);
     const std::int64_t r0 = h.rows_begin, r1 = h.rows_end < 0 ? c.batch : h.rows_end;
     for (int s = 0; s < c.warmup + c.steps; ++s) {
+        // SPOOL_PROFILE: the table counts the measured steps only (warm-up steps fault pages in)
+        if (s == c.warmup && profiler::enabled()) profiler::reset();
         const Batch& b = batches[std::size_t(s) % batches.size()];
         Tensor src = slice(from_vector(b.src, {c.src_len, c.batch}), 1, r0, r1);
         Tensor tgt = slice(from_vector(b.tgt, {c.tgt_len + 1, c.batch}), 1, r0, r1);

@@ -552,7 +552,11 @@ inline int64_t cut(int64_t n, int parts, int p, int64_t align)
 // one or a few: per NC-wide column block of C, each thread packs all of op(B)'s rows for that
 // block (every KC block, as when C was cut into one tile per thread), then takes groups from its
 // own contiguous range of them (ItemRanges) and, when that is empty, from the back of another
-// thread's range, running each group through the K blocks in order. A thread slowed down by
+// thread's range, running each group through the K blocks in order. Groups shrink to one panel
+// as a range runs out, so the last thread to finish holds the others up for one panel at most.
+// With more than one column block, thread t starts at block t: each packs its own block of B
+// (the weight gradient of a 1024 -> 256 layer, 256x1024x2048, packed 8 MiB of B per thread
+// when both started at block 0). A thread slowed down by
 // another process on its core (or by a busy neighbour on the host) holds up the others only for
 // the group it is working on; with one tile per thread the region waited for that thread's whole
 // tile. No waits inside the region; each element of C is summed as by gemm_packed (the same
@@ -577,31 +581,39 @@ bool team_fits(int nt, int64_t M, int64_t N, int64_t K)
 // word per range (front | back << 32), so a take is one compare-and-swap.
 class ItemRanges {
 public:
+    /// A run of items [first, first + count); count 0 when none was left.
+    struct Run {
+        int64_t first = 0, count = 0;
+    };
     ItemRanges(int64_t n, int parts) : ranges_(static_cast<std::size_t>(parts))
     {
         for (int p = 0; p < parts; ++p)
             ranges_[std::size_t(p)].store(pack(n * p / parts, n * (p + 1) / parts), std::memory_order_relaxed);
     }
-    /// The next item for thread t (its own range first, then the others' backs), or -1.
-    int64_t take(int t)
+    /// Thread t's next items: up to `most` from the front of its own range, fewer as it runs
+    /// out (half of what is left), so the last runs are short; else the last item of another
+    /// thread's range.
+    Run take(int t, int64_t most)
     {
         const int parts = int(ranges_.size());
-        if (int64_t i = take_from(ranges_[std::size_t(t % parts)], true); i >= 0) return i;
+        if (Run r = take_from(ranges_[std::size_t(t % parts)], most); r.count > 0) return r;
         for (int k = 1; k < parts; ++k)
-            if (int64_t i = take_from(ranges_[std::size_t((t + k) % parts)], false); i >= 0) return i;
-        return -1;
+            if (Run r = take_from(ranges_[std::size_t((t + k) % parts)], 0); r.count > 0) return r;
+        return {};
     }
 
 private:
     static std::uint64_t pack(int64_t lo, int64_t hi) { return std::uint64_t(lo) | std::uint64_t(hi) << 32; }
-    static int64_t take_from(std::atomic<std::uint64_t>& r, bool front)
+    // most > 0: from the front; most == 0: one item from the back
+    static Run take_from(std::atomic<std::uint64_t>& r, int64_t most)
     {
         std::uint64_t v = r.load(std::memory_order_relaxed);
         for (;;) {
             const int64_t lo = int64_t(v & 0xffffffffu), hi = int64_t(v >> 32);
-            if (lo >= hi) return -1;
-            const std::uint64_t next = front ? pack(lo + 1, hi) : pack(lo, hi - 1);
-            if (r.compare_exchange_weak(v, next, std::memory_order_relaxed)) return front ? lo : hi - 1;
+            if (lo >= hi) return {};
+            const int64_t n = most == 0 ? 1 : std::clamp<int64_t>((hi - lo) / 2, 1, most);
+            const std::uint64_t next = most > 0 ? pack(lo + n, hi) : pack(lo, hi - 1);
+            if (r.compare_exchange_weak(v, next, std::memory_order_relaxed)) return {most > 0 ? lo : hi - 1, n};
         }
     }
     std::vector<std::atomic<std::uint64_t>> ranges_;
@@ -614,30 +626,30 @@ void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& 
     constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, KC = Blocking<T>::KC;
     const int64_t NC = Blocking<T>::nc();
     const int64_t n_ir = (M + MR - 1) / MR;
-    // one panel per group when there is one K block (B stays in L2); else up to 4, keeping >= 4 groups per thread
+    // one panel per run when there is one K block (B stays in L2); else up to 4, keeping >= 4 runs per thread
     const int64_t group = K <= KC ? 1 : std::clamp<int64_t>(n_ir / (4 * nt), 1, 4);
-    const int64_t n_groups = (n_ir + group - 1) / group, n_jc = (N + NC - 1) / NC;
+    const int64_t n_jc = (N + NC - 1) / NC;
     std::vector<ItemRanges> items;
     items.reserve(static_cast<std::size_t>(n_jc));
-    for (int64_t jb = 0; jb < n_jc; ++jb) items.emplace_back(n_groups, nt);
+    for (int64_t jb = 0; jb < n_jc; ++jb) items.emplace_back(n_ir, nt);
     spool::detail::parallel_team(nt, [&](int t, int) {
         PackBuffers<T>& buffers = pack_buffers<T>();
         T* bp = buffers.b.get(std::size_t(K * round_up(std::min(N, NC), NR)));
         T* ap = buffers.a.get(std::size_t(MR * std::min(K, KC)));
-        for (int64_t jb = 0; jb < n_jc; ++jb) {
+        for (int64_t i = 0; i < n_jc; ++i) {
+            const int64_t jb = (i + t) % n_jc;  // thread t starts at block t: each packs its own block of B
             ItemRanges& claim = items[std::size_t(jb)];
-            int64_t g = claim.take(t);
-            if (g < 0) continue;  // all taken already: skip packing this block of B
+            ItemRanges::Run run = claim.take(t, group);
+            if (run.count == 0) continue;  // all taken already: skip packing this block of B
             const int64_t jc = jb * NC, nc = std::min(NC, N - jc), ncp = round_up(nc, NR);
             for (int64_t pc = 0; pc < K; pc += KC) pack_b(B, pc, jc, std::min(KC, K - pc), nc, bp + pc * ncp);
-            for (; g >= 0; g = claim.take(t)) {
-                const int64_t r1 = std::min(n_ir, (g + 1) * group);
+            for (; run.count > 0; run = claim.take(t, group)) {
                 for (int64_t pc = 0; pc < K; pc += KC) {
                     const int64_t kc = std::min(KC, K - pc);
                     const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
                     const T* bias_k = pc == 0 && bias != nullptr ? bias + jc : nullptr;
                     const T* bk = bp + pc * ncp;
-                    for (int64_t r = g * group; r < r1; ++r) {
+                    for (int64_t r = run.first; r < run.first + run.count; ++r) {
                         const int64_t ir = r * MR, mr = std::min(MR, M - ir);
                         pack_a(A, ir, pc, mr, kc, ap);
                         for (int64_t jr = 0; jr < nc; jr += NR)

@@ -41,10 +41,14 @@ void parallel_team(int nt, F&& body)
 }
 
 /// body(begin, end) over [0, n) in contiguous blocks (multiples of align but the last) that
-/// the team's threads claim as they finish, about 4 per thread: a thread slowed down (another
-/// process sharing its core) takes fewer, and the region ends when the work does instead of
-/// waiting for an even share from the slowest thread. Callers make each element's result
-/// independent of the block it falls in, so the bits do not depend on the schedule.
+/// the team's threads claim as they finish: a thread slowed down (another process sharing its
+/// core) takes fewer, and the region ends when the work does instead of waiting for an even
+/// share from the slowest thread. Blocks shrink as the work runs out (each claim takes 1/(2 nt)
+/// of what is left, at least 1/(16 nt) of the whole), so the caller, done with its share, waits
+/// for a short last block rather than a quarter of a thread's share (measured at 2 threads on
+/// T-small: the caller's waits per step went from ~10 to ~3 ms against 4 equal blocks per
+/// thread). Callers make each element's result independent of the block it falls in, so the
+/// bits do not depend on the schedule.
 template <class F>
 void parallel_blocks(std::int64_t n, int nt, std::int64_t align, F&& body)
 {
@@ -52,12 +56,17 @@ void parallel_blocks(std::int64_t n, int nt, std::int64_t align, F&& body)
     const std::int64_t units = (n + align - 1) / align;
     if (nt > units) nt = static_cast<int>(units);
     if (nt < 1) nt = 1;
-    const std::int64_t blocks = units < 4 * nt ? units : 4 * nt;
+    const std::int64_t least = units / (16 * nt) > 1 ? units / (16 * nt) : 1;
     std::atomic<std::int64_t> next{0};
-    parallel_team(nt, [&](int, int) {
-        for (std::int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
-            const std::int64_t b = units * k / blocks * align, e = units * (k + 1) / blocks * align;
-            body(b, e < n ? e : n);
+    parallel_team(nt, [&](int, int team) {
+        std::int64_t k = next.load(std::memory_order_relaxed);
+        while (k < units) {
+            const std::int64_t left = units - k, share = team == 1 ? left : left / (2 * team);
+            const std::int64_t take = share > least ? share : least < left ? least : left;
+            if (!next.compare_exchange_weak(k, k + take, std::memory_order_relaxed)) continue;
+            const std::int64_t e = (k + take) * align;
+            body(k * align, e < n ? e : n);
+            k = next.load(std::memory_order_relaxed);
         }
     });
 }

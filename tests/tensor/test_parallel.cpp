@@ -1,0 +1,64 @@
+// spool's thread pool and its work sharing (tensor/parallel.hpp): every index is handed out
+// exactly once, in blocks aligned as asked, at any team size, nested or not.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "tensor/parallel.hpp"
+#include "tensor/threads.hpp"
+
+namespace {
+
+struct ThreadScope {
+    int saved = spool::get_num_threads();
+    explicit ThreadScope(int n) { spool::set_num_threads(n); }
+    ~ThreadScope() { spool::set_num_threads(saved); }
+};
+
+void check_blocks(std::int64_t n, int nt, std::int64_t align)
+{
+    INFO("n " << n << ", threads " << nt << ", align " << align);
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+    std::atomic<int> bad_block{0}, calls{0};
+    spool::detail::parallel_blocks(n, nt, align, [&](std::int64_t b, std::int64_t e) {
+        calls.fetch_add(1);
+        if (b % align != 0 || (e != n && e % align != 0) || b >= e || e > n) bad_block.fetch_add(1);
+        for (std::int64_t i = b; i < e && i < n; ++i) hits[std::size_t(i)].fetch_add(1);
+    });
+    CHECK(bad_block.load() == 0);
+    std::int64_t wrong = 0;
+    for (const auto& h : hits) wrong += h.load() != 1;
+    CHECK_MESSAGE(wrong == 0, wrong << " indices not handed out exactly once");
+    if (n == 0) CHECK(calls.load() == 0);
+    // one thread: the whole range in one call
+    if (nt == 1 && n > 0) CHECK(calls.load() == 1);
+}
+
+}  // namespace
+
+TEST_CASE("parallel_blocks hands out every index once, in aligned blocks, at any team size")
+{
+    for (int nt : {1, 2, 3, 5})
+        for (std::int64_t align : {1, 4, 16})
+            for (std::int64_t n : {0, 1, 3, 16, 17, 100, 1000, 12345, 100000}) {
+                ThreadScope scope(nt);
+                check_blocks(n, nt, align);
+            }
+}
+
+TEST_CASE("parallel_for inside a parallel region runs on the calling thread and covers its range")
+{
+    ThreadScope scope(2);
+    constexpr std::int64_t outer = 8, inner = 1000;
+    std::vector<std::atomic<int>> hits(outer * inner);
+    spool::detail::parallel_for(outer, 2, [&](std::int64_t o) {
+        CHECK(spool::detail::in_parallel());
+        spool::detail::parallel_for(inner, 2, [&](std::int64_t i) { hits[std::size_t(o * inner + i)].fetch_add(1); });
+    });
+    std::int64_t wrong = 0;
+    for (const auto& h : hits) wrong += h.load() != 1;
+    CHECK(wrong == 0);
+    CHECK_FALSE(spool::detail::in_parallel());
+}
