@@ -551,7 +551,7 @@ inline int64_t cut(int64_t n, int parts, int p, int64_t align)
 // Products with many row panels run on a team that shares out C's MR-row panels, in groups of
 // one or a few: per NC-wide column block of C, each thread packs all of op(B)'s rows for that
 // block (every KC block, as when C was cut into one tile per thread), then takes groups from its
-// own contiguous range of them (ItemRanges) and, when that is empty, from the back of another
+// own contiguous range of them (RangeClaims, tensor/parallel.hpp) and, when that is empty, from the back of another
 // thread's range, running each group through the K blocks in order. Groups shrink to one panel
 // as a range runs out, so the last thread to finish holds the others up for one panel at most.
 // With more than one column block, thread t starts at block t: each packs its own block of B
@@ -575,50 +575,6 @@ bool team_fits(int nt, int64_t M, int64_t N, int64_t K)
     return M >= 4 * nt * MR && N >= NR && K * round_up(nc, NR) * int64_t(sizeof(T)) <= (int64_t(8) << 20);
 }
 
-// Work items [0, n) cut into one contiguous range per thread. A thread takes its own range's
-// items from the front, in order (the rows of A and C it walks stay sequential, as with one tile
-// per thread); when that is empty it takes the last items of another thread's range. One 64-bit
-// word per range (front | back << 32), so a take is one compare-and-swap.
-class ItemRanges {
-public:
-    /// A run of items [first, first + count); count 0 when none was left.
-    struct Run {
-        int64_t first = 0, count = 0;
-    };
-    ItemRanges(int64_t n, int parts) : ranges_(static_cast<std::size_t>(parts))
-    {
-        for (int p = 0; p < parts; ++p)
-            ranges_[std::size_t(p)].store(pack(n * p / parts, n * (p + 1) / parts), std::memory_order_relaxed);
-    }
-    /// Thread t's next items: up to `most` from the front of its own range, fewer as it runs
-    /// out (half of what is left), so the last runs are short; else the last item of another
-    /// thread's range.
-    Run take(int t, int64_t most)
-    {
-        const int parts = int(ranges_.size());
-        if (Run r = take_from(ranges_[std::size_t(t % parts)], most); r.count > 0) return r;
-        for (int k = 1; k < parts; ++k)
-            if (Run r = take_from(ranges_[std::size_t((t + k) % parts)], 0); r.count > 0) return r;
-        return {};
-    }
-
-private:
-    static std::uint64_t pack(int64_t lo, int64_t hi) { return std::uint64_t(lo) | std::uint64_t(hi) << 32; }
-    // most > 0: from the front; most == 0: one item from the back
-    static Run take_from(std::atomic<std::uint64_t>& r, int64_t most)
-    {
-        std::uint64_t v = r.load(std::memory_order_relaxed);
-        for (;;) {
-            const int64_t lo = int64_t(v & 0xffffffffu), hi = int64_t(v >> 32);
-            if (lo >= hi) return {};
-            const int64_t n = most == 0 ? 1 : std::clamp<int64_t>((hi - lo) / 2, 1, most);
-            const std::uint64_t next = most > 0 ? pack(lo + n, hi) : pack(lo, hi - 1);
-            if (r.compare_exchange_weak(v, next, std::memory_order_relaxed)) return {most > 0 ? lo : hi - 1, n};
-        }
-    }
-    std::vector<std::atomic<std::uint64_t>> ranges_;
-};
-
 template <class T>
 void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
                int64_t ldc, const T* bias)
@@ -629,7 +585,7 @@ void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& 
     // one panel per run when there is one K block (B stays in L2); else up to 4, keeping >= 4 runs per thread
     const int64_t group = K <= KC ? 1 : std::clamp<int64_t>(n_ir / (4 * nt), 1, 4);
     const int64_t n_jc = (N + NC - 1) / NC;
-    std::vector<ItemRanges> items;
+    std::vector<spool::detail::RangeClaims> items;
     items.reserve(static_cast<std::size_t>(n_jc));
     for (int64_t jb = 0; jb < n_jc; ++jb) items.emplace_back(n_ir, nt);
     spool::detail::parallel_team(nt, [&](int t, int) {
@@ -638,12 +594,12 @@ void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& 
         T* ap = buffers.a.get(std::size_t(MR * std::min(K, KC)));
         for (int64_t i = 0; i < n_jc; ++i) {
             const int64_t jb = (i + t) % n_jc;  // thread t starts at block t: each packs its own block of B
-            ItemRanges& claim = items[std::size_t(jb)];
-            ItemRanges::Run run = claim.take(t, group);
+            spool::detail::RangeClaims& claim = items[std::size_t(jb)];
+            spool::detail::RangeClaims::Run run = claim.take(t, 1, group);
             if (run.count == 0) continue;  // all taken already: skip packing this block of B
             const int64_t jc = jb * NC, nc = std::min(NC, N - jc), ncp = round_up(nc, NR);
             for (int64_t pc = 0; pc < K; pc += KC) pack_b(B, pc, jc, std::min(KC, K - pc), nc, bp + pc * ncp);
-            for (; run.count > 0; run = claim.take(t, group)) {
+            for (; run.count > 0; run = claim.take(t, 1, group)) {
                 for (int64_t pc = 0; pc < K; pc += KC) {
                     const int64_t kc = std::min(KC, K - pc);
                     const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C

@@ -62,3 +62,36 @@ TEST_CASE("parallel_for inside a parallel region runs on the calling thread and 
     CHECK(wrong == 0);
     CHECK_FALSE(spool::detail::in_parallel());
 }
+
+TEST_CASE("RangeClaims: own range from the front in shrinking runs, then the others' from the back")
+{
+    using spool::detail::RangeClaims;
+    RangeClaims claims(100, 2);  // ranges [0, 50) and [50, 100)
+    std::vector<int> seen(100, 0);
+    std::vector<RangeClaims::Run> runs;
+    for (RangeClaims::Run r = claims.take(0, 2, 16); r.count > 0; r = claims.take(0, 2, 16)) {
+        runs.push_back(r);
+        for (std::int64_t i = r.first; i < r.first + r.count; ++i) ++seen[std::size_t(i)];
+    }
+    for (int s : seen) CHECK(s == 1);
+    REQUIRE(runs.size() >= 4);
+    // thread 0's own range first, in order: runs of min(16, half of what is left), at least 2
+    CHECK(runs[0].first == 0);
+    CHECK(runs[0].count == 16);
+    CHECK(runs[1].first == 16);
+    CHECK(runs[1].count == 16);  // 34 left: half is 17, capped at 16
+    CHECK(runs[2].first == 32);
+    CHECK(runs[2].count == 9);   // 18 left
+    // then thread 1's range, from its back
+    std::size_t k = 0;
+    while (k < runs.size() && runs[k].first < 50) ++k;
+    REQUIRE(k < runs.size());
+    CHECK(runs[k].first + runs[k].count == 100);
+    for (const auto& r : runs) {
+        CHECK(r.count >= 1);
+        CHECK(r.count <= 16);
+    }
+    // a thread that finds its own range taken steals without a run longer than `most`
+    RangeClaims other(10, 3);
+    CHECK(other.take(2, 1, 1).count == 1);
+}
