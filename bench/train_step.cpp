@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -183,28 +184,42 @@ int main(int argc, char** argv)
         j.print();
     }
 
+    // Every configuration of one load — spool and the peer, every thread count — runs
+    // interleaved round by round (A B C D E, E D C B A, ...), under one competitor when
+    // contended: the host's speed drifts by tens of percent within minutes, and the targets
+    // compare spool's 2-thread step with its 1-thread step and with the peak, so those are
+    // measured side by side rather than in blocks minutes apart. The peak is measured again
+    // before each idle spool run; a step's fraction is of the median of those measurements.
+    std::map<int, std::vector<double>> peaks;
     std::vector<bool> loads{false};
     if (contention) loads.push_back(true);
     for (bool contended : loads) {
+        std::vector<Run> runs;
         for (int t : thread_counts) {
-            std::vector<Run> runs{{"spool", std::to_string(t), t}};
+            runs.push_back({"spool", std::to_string(t), t});
             if (peer) {
                 runs.push_back({"libtorch", std::to_string(t) + "/" + std::to_string(t), t});
                 if (t > 1) runs.push_back({"libtorch", "1/" + std::to_string(t), t});
             }
-            std::vector<Samples> samples(runs.size());
-            const pid_t competitor = contended ? start_competitor() : 0;
-            for (int round = 0; round < c.rounds; ++round) {
-                for (std::size_t k = 0; k < runs.size(); ++k) {
-                    const std::size_t i = round % 2 == 0 ? k : runs.size() - 1 - k;  // A B C, C B A, ...
-                    run_child(runs[i], samples[i]);
-                }
+        }
+        std::vector<Samples> samples(runs.size());
+        const pid_t competitor = contended ? start_competitor() : 0;
+        for (int round = 0; round < c.rounds; ++round) {
+            for (std::size_t k = 0; k < runs.size(); ++k) {
+                const std::size_t i = round % 2 == 0 ? k : runs.size() - 1 - k;
+                if (!contended && runs[i].impl == "spool")
+                    peaks[runs[i].threads].push_back(spool::bench::measured_peak_gflops(runs[i].threads));
+                run_child(runs[i], samples[i]);
             }
-            if (contended) stop_competitor(competitor);
+        }
+        if (contended) stop_competitor(competitor);
+        for (int t : thread_counts) {
+            using spool::bench::stats_of;
+            const double peak_t = peaks[t].empty() ? peak[t] : stats_of(peaks[t]).median;
             double spool_ms = 0, spool_rss = 0, best_ms = INFINITY, best_rss = 0;
             std::string best_setting;
             for (std::size_t i = 0; i < runs.size(); ++i) {
-                using spool::bench::stats_of;
+                if (runs[i].threads != t) continue;
                 const auto st = stats_of(samples[i].step);
                 spool::bench::Json j("train_step");
                 j.str("impl", runs[i].impl).str("threads", runs[i].setting).str("load", contended ? "contended" : "idle");
@@ -212,7 +227,7 @@ int main(int argc, char** argv)
                 j.stats("ms", st);
                 j.num("tokens_per_s", double(c.batch * c.tgt_len) / (st.median / 1e3));
                 const double gflops = step_gflop / (st.median / 1e3);
-                j.num("gflops", gflops).num("peak_fraction", gflops / peak[t]);
+                j.num("gflops", gflops).num("peak_gflops", peak_t).num("peak_fraction", gflops / peak_t);
                 j.num("fwd_ms", stats_of(samples[i].fwd).median).num("bwd_ms", stats_of(samples[i].bwd).median);
                 j.num("opt_ms", stats_of(samples[i].opt).median);
                 j.num("first_loss", samples[i].loss.empty() ? 0 : samples[i].loss.front());
@@ -235,6 +250,17 @@ int main(int argc, char** argv)
                 j.num("time_ratio", spool_ms / best_ms).num("rss_ratio", spool_rss / best_rss);
                 j.print();
             }
+        }
+        // the contention target: spool's step at each thread count against its 1-thread step
+        // under the same competitor, measured interleaved
+        const auto one = std::find_if(runs.begin(), runs.end(), [](const Run& r) { return r.impl == "spool" && r.threads == 1; });
+        if (contended && one != runs.end() && thread_counts.size() > 1) {
+            spool::bench::Json j("train_step_contended_scaling");
+            const double one_ms = spool::bench::stats_of(samples[std::size_t(one - runs.begin())].step).median;
+            for (std::size_t i = 0; i < runs.size(); ++i)
+                if (runs[i].impl == "spool" && runs[i].threads > 1)
+                    j.num(("ms_ratio_" + runs[i].setting + "_to_1").c_str(), spool::bench::stats_of(samples[i].step).median / one_ms);
+            j.print();
         }
     }
     return 0;

@@ -392,6 +392,33 @@ void pack_a(const View<T>& A, int64_t i0, int64_t k0, int64_t mr, int64_t kc, T*
     for (int64_t k = 0; k < kc; ++k, src += A.ld) std::copy(src, src + mr, dst + k * MR);
 }
 
+// op(A)[i0:i0+m, k0:k0+kc] of a transposed A (stored [K, M]) -> ceil(m / MR) panels laid out
+// as pack_a lays out one (MR * kc values each), one after another. Each row of A is visited
+// once for all of them and read as one run of m values; packing panel by panel visited every
+// row once per panel, a page apart each time (the weight gradient's dYᵀ, K = 2,048 rows).
+template <class T>
+void pack_a_trans_panels(const View<T>& A, int64_t i0, int64_t k0, int64_t m, int64_t kc, T* __restrict dst)
+{
+    constexpr int MR = Tile<T>::MR;
+    const int64_t np = (m + MR - 1) / MR;
+    const T* src = A.at(i0, k0);
+    for (int64_t k = 0; k < kc; ++k, src += A.ld) {
+        for (int64_t b = 0; b < m * int64_t(sizeof(T)); b += 64)
+            __builtin_prefetch(reinterpret_cast<const char*>(src + 16 * A.ld) + b);
+        for (int64_t r = 0; r < np; ++r) {
+            T* d = dst + r * MR * kc + k * MR;
+            const T* run = src + r * MR;
+            if (m - r * MR >= MR)
+                std::memcpy(d, run, sizeof(T) * MR);
+            else
+                std::copy(run, src + m, d);
+        }
+    }
+}
+
+// A transposed A is packed this many panels at a time (pack_a_trans_panels).
+constexpr int64_t kPanelGroup = 4;
+
 // ---- serial drivers ----------------------------------------------------------------------------
 
 // The blocked algorithm on one thread: for each KC x NC block of op(B) (packed once, kept in L2),
@@ -405,7 +432,8 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
     const int64_t NC = Blocking<T>::nc();
     PackBuffers<T>& buffers = pack_buffers<T>();
     T* bp = buffers.b.get(std::size_t(std::min(K, KC) * round_up(std::min(N, NC), NR)));
-    T* ap = buffers.a.get(std::size_t(MR * KC));
+    T* ap = buffers.a.get(std::size_t(kPanelGroup * MR * KC));
+    const int64_t group = A.trans ? kPanelGroup : 1;
     for (int64_t jc = 0; jc < N; jc += NC) {
         const int64_t nc = std::min(NC, N - jc);
         for (int64_t pc = 0; pc < K; pc += KC) {
@@ -413,12 +441,19 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
             const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
             const T* bias_k = pc == 0 && bias != nullptr ? bias + jc : nullptr;  // and the bias is in
             pack_b(B, pc, jc, kc, nc, bp);
-            for (int64_t ir = 0; ir < M; ir += MR) {
-                const int64_t mr = std::min(MR, M - ir);
-                pack_a(A, ir, pc, mr, kc, ap);
-                for (int64_t jr = 0; jr < nc; jr += NR)
-                    tile<T, false>(mr, std::min(NR, nc - jr), kc, ap, MR, bp + jr * kc, NR, C + ir * ldc + jc + jr,
-                                   ldc, alpha, beta_k, bias_k ? bias_k + jr : nullptr);
+            for (int64_t ig = 0; ig < M; ig += group * MR) {
+                const int64_t mg = std::min(group * MR, M - ig);
+                if (A.trans)
+                    pack_a_trans_panels(A, ig, pc, mg, kc, ap);
+                else
+                    pack_a(A, ig, pc, mg, kc, ap);
+                for (int64_t ir = ig; ir < ig + mg; ir += MR) {
+                    const int64_t mr = std::min(MR, M - ir);
+                    const T* a = ap + (ir - ig) * kc;
+                    for (int64_t jr = 0; jr < nc; jr += NR)
+                        tile<T, false>(mr, std::min(NR, nc - jr), kc, a, MR, bp + jr * kc, NR, C + ir * ldc + jc + jr,
+                                       ldc, alpha, beta_k, bias_k ? bias_k + jr : nullptr);
+                }
             }
         }
     }
@@ -582,8 +617,9 @@ void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& 
     constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, KC = Blocking<T>::KC;
     const int64_t NC = Blocking<T>::nc();
     const int64_t n_ir = (M + MR - 1) / MR;
-    // one panel per run when there is one K block (B stays in L2); else up to 4, keeping >= 4 runs per thread
-    const int64_t group = K <= KC ? 1 : std::clamp<int64_t>(n_ir / (4 * nt), 1, 4);
+    // one panel per run when there is one K block (B stays in L2) and A needs no grouped
+    // packing; else up to 4, keeping >= 4 runs per thread
+    const int64_t group = K <= KC && !A.trans ? 1 : std::clamp<int64_t>(n_ir / (4 * nt), 1, kPanelGroup);
     const int64_t n_jc = (N + NC - 1) / NC;
     std::vector<spool::detail::RangeClaims> items;
     items.reserve(static_cast<std::size_t>(n_jc));
@@ -591,7 +627,7 @@ void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& 
     spool::detail::parallel_team(nt, [&](int t, int) {
         PackBuffers<T>& buffers = pack_buffers<T>();
         T* bp = buffers.b.get(std::size_t(K * round_up(std::min(N, NC), NR)));
-        T* ap = buffers.a.get(std::size_t(MR * std::min(K, KC)));
+        T* ap = buffers.a.get(std::size_t(kPanelGroup * MR * std::min(K, KC)));
         for (int64_t i = 0; i < n_jc; ++i) {
             const int64_t jb = (i + t) % n_jc;  // thread t starts at block t: each packs its own block of B
             spool::detail::RangeClaims& claim = items[std::size_t(jb)];
@@ -605,11 +641,14 @@ void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& 
                     const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
                     const T* bias_k = pc == 0 && bias != nullptr ? bias + jc : nullptr;
                     const T* bk = bp + pc * ncp;
-                    for (int64_t r = run.first; r < run.first + run.count; ++r) {
-                        const int64_t ir = r * MR, mr = std::min(MR, M - ir);
-                        pack_a(A, ir, pc, mr, kc, ap);
+                    const int64_t i0 = run.first * MR, m = std::min(run.count * MR, M - i0);
+                    if (A.trans) pack_a_trans_panels(A, i0, pc, m, kc, ap);  // the run's panels at once
+                    for (int64_t ir = i0; ir < i0 + m; ir += MR) {
+                        const int64_t mr = std::min(MR, M - ir);
+                        if (!A.trans) pack_a(A, ir, pc, mr, kc, ap);
+                        const T* a = A.trans ? ap + (ir - i0) * kc : ap;
                         for (int64_t jr = 0; jr < nc; jr += NR)
-                            tile<T, false>(mr, std::min(NR, nc - jr), kc, ap, MR, bk + jr * kc, NR,
+                            tile<T, false>(mr, std::min(NR, nc - jr), kc, a, MR, bk + jr * kc, NR,
                                            C + ir * ldc + jc + jr, ldc, alpha, beta_k, bias_k ? bias_k + jr : nullptr);
                     }
                 }

@@ -103,7 +103,10 @@ void parallel_blocks(std::int64_t n, int nt, std::int64_t align, F&& body)
 {
     if (n <= 0) return;
     std::int64_t units = (n + align - 1) / align;
-    while (units >= (std::int64_t(1) << 31)) units = (n + (align *= 2) - 1) / align;  // RangeClaims' limit
+    while (units >= (std::int64_t(1) << 31)) {  // RangeClaims' limit: coarser blocks
+        align *= 2;
+        units = (n + align - 1) / align;
+    }
     if (nt > units) nt = static_cast<int>(units);
     if (nt <= 1) return body(std::int64_t(0), n);
     const std::int64_t least = units / (16 * nt) > 1 ? units / (16 * nt) : 1;
