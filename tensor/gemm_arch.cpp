@@ -535,6 +535,37 @@ void gemm_swapped(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, co
     transpose_runs(ct, M, N, M, C, ldc);
 }
 
+// Products with a long K and a small C — the weight gradients, K = the batch's tokens — are
+// summed as two halves of K added at the end, C = (op(A) op(B) over K's first half, with beta
+// and the bias) + (the same over the second half), at every thread count: at 2 threads each
+// thread then packs only its half of B and walks half of A's rows, where splitting C's rows
+// had both pack all of B (in a T-small step at 2 threads, packing B and a transposed A took
+// ~75% more time than at 1 thread). The halves are cut at a KC boundary. Taken only when C fits
+// one column block (N <= NC); the add costs a pass over C (~1% of such a product at 1 thread).
+template <class T>
+bool ksplit_pays(int64_t M, int64_t N, int64_t K)
+{
+    constexpr int64_t KC = Blocking<T>::KC;
+    return K >= 4 * KC && K >= 2 * std::max(M, N) && N <= Blocking<T>::nc() && M * N * K >= kDirectFlops;
+}
+
+template <class T>
+int64_t ksplit_at(int64_t K)
+{
+    return round_up(K / 2, Blocking<T>::KC);
+}
+
+// C[i0:i1, :N] += part[i0:i1, :N] (part's rows N apart): the halves of a split K meeting
+template <class T>
+void add_part_rows(int64_t i0, int64_t i1, int64_t N, const T* part, T* C, int64_t ldc)
+{
+    for (int64_t i = i0; i < i1; ++i) {
+        T* c = C + i * ldc;
+        const T* q = part + i * N;
+        for (int64_t j = 0; j < N; ++j) c[j] += q[j];
+    }
+}
+
 template <class T>
 void gemm_serial(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
                  int64_t ldc, const T* bias)
@@ -549,6 +580,14 @@ void gemm_serial(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, con
         return;
     }
     if (M * N * K < kDirectFlops) return gemm_direct(M, N, K, alpha, A, B, beta, C, ldc, bias);
+    if (ksplit_pays<T>(M, N, K)) {
+        const int64_t K0 = ksplit_at<T>(K);
+        T* part = pack_buffers<T>().c.get(std::size_t(M * N));
+        gemm_packed(M, N, K0, alpha, A, B, beta, C, ldc, bias);
+        gemm_packed(M, N, K - K0, alpha, View<T>{A.at(0, K0), A.ld, A.trans}, View<T>{B.at(K0, 0), B.ld, B.trans}, T(0),
+                    part, N, static_cast<const T*>(nullptr));
+        return add_part_rows(int64_t(0), M, N, part, C, ldc);
+    }
     gemm_packed(M, N, K, alpha, A, B, beta, C, ldc, bias);
 }
 
@@ -610,6 +649,31 @@ bool team_fits(int nt, int64_t M, int64_t N, int64_t K)
     return M >= 4 * nt * MR && N >= NR && K * round_up(nc, NR) * int64_t(sizeof(T)) <= (int64_t(8) << 20);
 }
 
+// C's rows [i0, i0 + m) (at most kPanelGroup panels) from op(A)'s columns [k0, k0 + kk) and that
+// K range of op(B), packed in KC blocks of ncp columns at bp; nc columns of C. The tiles and K
+// blocks of gemm_packed, in its order, so each element is summed as there.
+template <class T>
+void run_panels(const View<T>& A, int64_t k0, int64_t kk, int64_t i0, int64_t m, const T* bp, int64_t ncp,
+                int64_t nc, T alpha, T beta, const T* bias, T* C, int64_t ldc, T* ap)
+{
+    constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, KC = Blocking<T>::KC;
+    for (int64_t pc = 0; pc < kk; pc += KC) {
+        const int64_t kc = std::min(KC, kk - pc);
+        const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
+        const T* bias_k = pc == 0 ? bias : nullptr;
+        const T* bk = bp + pc * ncp;
+        if (A.trans) pack_a_trans_panels(A, i0, k0 + pc, m, kc, ap);  // the run's panels at once
+        for (int64_t ir = i0; ir < i0 + m; ir += MR) {
+            const int64_t mr = std::min(MR, i0 + m - ir);
+            if (!A.trans) pack_a(A, ir, k0 + pc, mr, kc, ap);
+            const T* a = A.trans ? ap + (ir - i0) * kc : ap;
+            for (int64_t jr = 0; jr < nc; jr += NR)
+                tile<T, false>(mr, std::min(NR, nc - jr), kc, a, MR, bk + jr * kc, NR, C + ir * ldc + jr, ldc, alpha,
+                               beta_k, bias_k ? bias_k + jr : nullptr);
+        }
+    }
+}
+
 template <class T>
 void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta, T* C,
                int64_t ldc, const T* bias)
@@ -636,22 +700,54 @@ void gemm_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& 
             const int64_t jc = jb * NC, nc = std::min(NC, N - jc), ncp = round_up(nc, NR);
             for (int64_t pc = 0; pc < K; pc += KC) pack_b(B, pc, jc, std::min(KC, K - pc), nc, bp + pc * ncp);
             for (; run.count > 0; run = claim.take(t, 1, group)) {
-                for (int64_t pc = 0; pc < K; pc += KC) {
-                    const int64_t kc = std::min(KC, K - pc);
-                    const T beta_k = pc == 0 ? beta : T(1);  // later K blocks accumulate onto C
-                    const T* bias_k = pc == 0 && bias != nullptr ? bias + jc : nullptr;
-                    const T* bk = bp + pc * ncp;
-                    const int64_t i0 = run.first * MR, m = std::min(run.count * MR, M - i0);
-                    if (A.trans) pack_a_trans_panels(A, i0, pc, m, kc, ap);  // the run's panels at once
-                    for (int64_t ir = i0; ir < i0 + m; ir += MR) {
-                        const int64_t mr = std::min(MR, M - ir);
-                        if (!A.trans) pack_a(A, ir, pc, mr, kc, ap);
-                        const T* a = A.trans ? ap + (ir - i0) * kc : ap;
-                        for (int64_t jr = 0; jr < nc; jr += NR)
-                            tile<T, false>(mr, std::min(NR, nc - jr), kc, a, MR, bk + jr * kc, NR,
-                                           C + ir * ldc + jc + jr, ldc, alpha, beta_k, bias_k ? bias_k + jr : nullptr);
-                    }
+                const int64_t i0 = run.first * MR, m = std::min(run.count * MR, M - i0);
+                run_panels(A, 0, K, i0, m, bp, ncp, nc, alpha, beta, bias ? bias + jc : nullptr, C + jc, ldc, ap);
+            }
+        }
+    });
+}
+
+// The K-split product (ksplit_pays) on a team: items are (half of K, row panel), half-major, in
+// RangeClaims — at 2 threads each thread's own range is one half, whose part of B it packs once;
+// a thread that takes items of the other half packs that half too. Half 0 goes to C, half 1 to a
+// scratch the size of C; whichever thread finishes a panel's second half adds the two. Each half
+// is summed as gemm_packed sums it, so the bits equal the serial path's.
+template <class T>
+void gemm_ksplit_team(int nt, int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, const View<T>& B, T beta,
+                      T* C, int64_t ldc, const T* bias)
+{
+    constexpr int64_t MR = Tile<T>::MR, NR = Tile<T>::NR, KC = Blocking<T>::KC;
+    const int64_t K0 = ksplit_at<T>(K), n_ir = (M + MR - 1) / MR, ncp = round_up(N, NR);
+    const int64_t group = std::clamp<int64_t>(n_ir / (4 * ((nt + 1) / 2)), 1, kPanelGroup);
+    T* part = pack_buffers<T>().c.get(std::size_t(M * N));
+    std::vector<std::atomic<int>> halves_done(static_cast<std::size_t>(n_ir));
+    for (auto& d : halves_done) d.store(0, std::memory_order_relaxed);
+    spool::detail::RangeClaims claims(2 * n_ir, nt);
+    spool::detail::parallel_team(nt, [&](int t, int) {
+        PackBuffers<T>& buffers = pack_buffers<T>();
+        T* bp = buffers.b.get(std::size_t(K * ncp));
+        T* ap = buffers.a.get(std::size_t(kPanelGroup * MR * KC));
+        bool packed[2] = {false, false};
+        for (auto run = claims.take(t, 1, group); run.count > 0; run = claims.take(t, 1, group)) {
+            for (int64_t first = run.first, end = run.first + run.count; first < end;) {  // a run may span both halves
+                const int h = first >= n_ir ? 1 : 0;
+                const int64_t stop = std::min(end, (h + 1) * n_ir);
+                const int64_t k0 = h ? K0 : 0, kk = h ? K - K0 : K0;
+                T* bh = bp + k0 * ncp;
+                if (!packed[h]) {
+                    for (int64_t pc = 0; pc < kk; pc += KC) pack_b(B, k0 + pc, 0, std::min(KC, kk - pc), N, bh + pc * ncp);
+                    packed[h] = true;
                 }
+                const int64_t p0 = first - h * n_ir, p1 = stop - h * n_ir;
+                const int64_t i0 = p0 * MR, m = std::min(p1 * MR, M) - i0;
+                if (h == 0)
+                    run_panels(A, k0, kk, i0, m, bh, ncp, N, alpha, beta, bias, C, ldc, ap);
+                else
+                    run_panels(A, k0, kk, i0, m, bh, ncp, N, alpha, T(0), static_cast<const T*>(nullptr), part, N, ap);
+                for (int64_t p = p0; p < p1; ++p)
+                    if (halves_done[std::size_t(p)].fetch_add(1, std::memory_order_acq_rel) == 1)
+                        add_part_rows(p * MR, std::min(M, (p + 1) * MR), N, part, C, ldc);
+                first = stop;
             }
         }
     });
@@ -668,6 +764,8 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0) || spool::detail::in_parallel()) nt = 1;
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
     if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc, bias);
+    if (!swapped_pays(M, N, B, beta) && ksplit_pays<T>(M, N, K))
+        return gemm_ksplit_team(nt, M, N, K, alpha, A, B, beta, C, ldc, bias);
     // enough row panels to share out: claimed as threads come for them
     if (!swapped_pays(M, N, B, beta) && team_fits<T>(nt, M, N, K))
         return gemm_team(nt, M, N, K, alpha, A, B, beta, C, ldc, bias);

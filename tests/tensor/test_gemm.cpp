@@ -159,7 +159,8 @@ TEST_CASE_TEMPLATE("gemm: shapes past the cache blocks and the threading thresho
                            {false, false, 32, 1000, 256, 0}, {false, false, 64, 300, 513, 2},
                            {false, false, 65, 300, 70, 1},   {false, false, 200, 2100, 300, 1},
                            {false, false, 150, 100, 200, 0}, {false, false, 301, 130, 250, 2},
-                           {false, false, 1000, 70, 600, 1}};
+                           {false, false, 1000, 70, 600, 1}, {false, false, 100, 70, 1100, 1},
+                           {false, false, 300, 200, 1300, 2}};
     for (Case c : shapes)
         for (bool ta : {false, true})
             for (bool tb : {false, true}) {
@@ -182,10 +183,42 @@ TEST_CASE_TEMPLATE("gemm with a bias row: every path (direct, packed past KC and
                 for (int64_t N : sizes)
                     for (T beta : {T(0), T(0.5)}) check_gemm<T>({ta, tb, M, N, 17, 1}, T(1), beta, gen, true);
             const Case shapes[] = {{ta, tb, 300, 257, 513, 3}, {ta, tb, 450, 70, 300, 0}, {ta, tb, 30, 5000, 100, 1},
-                                   {ta, tb, 32, 1000, 256, 0}, {ta, tb, 64, 64, 64, 2},   {ta, tb, 5, 7, 0, 0}};
+                                   {ta, tb, 32, 1000, 256, 0}, {ta, tb, 64, 64, 64, 2},   {ta, tb, 5, 7, 0, 0},
+                                   {ta, tb, 120, 90, 1030, 1}};
             for (const Case& c : shapes) {
                 check_gemm<T>(c, T(1), T(0), gen, true);
                 check_gemm<T>(c, T(-1.25), T(0.5), gen, true);
+            }
+        }
+}
+
+TEST_CASE_TEMPLATE("gemm: a long K over a small C is summed as two halves of K, at 1 and 2 threads", T, float, double)
+{
+    // K >= 4 KC (1024) and >= 2 max(M, N), N within one column block: the halves are cut at a
+    // KC boundary (K = 1100: 768 + 332), each summed as a product of its own, then added
+    std::mt19937 gen(11);
+    const int64_t M = 100, N = 70, K = 1100, K0 = 768;
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+            const auto A = random_vector<T>(std::size_t(ta ? K * M : M * K), gen);
+            const auto B = random_vector<T>(std::size_t(tb ? N * K : K * N), gen);
+            const auto C0 = random_vector<T>(std::size_t(M * N), gen);
+            const auto bias = random_vector<T>(std::size_t(N), gen);
+            // the two halves through gemm itself (each too short to be split again)
+            auto want = C0;
+            std::vector<T> second(std::size_t(M * N));
+            ThreadScope one(1);
+            gemm(ta, tb, M, N, K0, T(0.75), A.data(), lda, B.data(), ldb, T(0.5), want.data(), N, bias.data());
+            gemm(ta, tb, M, N, K - K0, T(0.75), ta ? A.data() + K0 * M : A.data() + K0, lda,
+                 tb ? B.data() + K0 : B.data() + K0 * N, ldb, T(0), second.data(), N);
+            for (std::size_t i = 0; i < want.size(); ++i) want[i] += second[i];
+            for (int threads : {1, 2}) {
+                INFO("trans_a " << ta << ", trans_b " << tb << ", threads " << threads);
+                ThreadScope scope(threads);
+                auto C = C0;
+                gemm(ta, tb, M, N, K, T(0.75), A.data(), lda, B.data(), ldb, T(0.5), C.data(), N, bias.data());
+                CHECK(C == want);
             }
         }
 }
