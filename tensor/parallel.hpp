@@ -48,6 +48,11 @@ void parallel_team(int nt, F&& body)
 /// short run only. The same item goes to the same thread from one region to the next when no
 /// thread is late (a [rows, features] tensor's rows stay in the cache of the core that wrote
 /// them). One 64-bit word per range (front | back << 32): a take is one compare-and-swap.
+/// In an unnamed namespace: each translation unit has its own copy, so the per-instruction-set
+/// compilations of the kernels (tensor/*_arch.cpp) share no out-of-line definition of it
+/// (scripts/check_arch_symbols.py).
+namespace {
+
 class RangeClaims {
 public:
     /// Items [first, first + count); count 0 when none was left.
@@ -86,6 +91,8 @@ private:
     }
     std::vector<std::atomic<std::uint64_t>> ranges_;
 };
+
+}  // namespace
 
 /// body(begin, end) over [0, n) in contiguous blocks (multiples of align but the last) that
 /// the team's threads claim as they finish (RangeClaims): a thread slowed down (another process
