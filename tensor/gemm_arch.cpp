@@ -764,10 +764,10 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     if (work < kDirectFlops || M <= 0 || N <= 0 || K <= 0 || alpha == T(0) || spool::detail::in_parallel()) nt = 1;
     nt = int(std::min<int64_t>(nt, std::max<int64_t>(1, work / kFlopsPerThread)));
     if (nt == 1) return gemm_serial(M, N, K, alpha, A, B, beta, C, ldc, bias);
-    if (!swapped_pays(M, N, B, beta) && ksplit_pays<T>(M, N, K))
-        return gemm_ksplit_team(nt, M, N, K, alpha, A, B, beta, C, ldc, bias);
+    const bool swapped = swapped_pays(M, N, B, beta);
+    if (!swapped && ksplit_pays<T>(M, N, K)) return gemm_ksplit_team(nt, M, N, K, alpha, A, B, beta, C, ldc, bias);
     // enough row panels to share out: claimed as threads come for them
-    if (!swapped_pays(M, N, B, beta) && team_fits<T>(nt, M, N, K))
+    if (!swapped && team_fits<T>(nt, M, N, K))
         return gemm_team(nt, M, N, K, alpha, A, B, beta, C, ldc, bias);
 
     // One tile per thread, claimed rather than assigned: a worker that has not woken up when
