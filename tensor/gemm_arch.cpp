@@ -773,7 +773,7 @@ void gemm_threaded(int64_t M, int64_t N, int64_t K, T alpha, const View<T>& A, c
     // One tile per thread, claimed rather than assigned: a worker that has not woken up when
     // the caller is done with its tile leaves its tile to the caller. (Cutting 4 tiles per
     // thread balanced better under contention but repacked more: 512^3 at 2 threads lost
-    // ~25% on an idle machine; the pool's back-off handles contention instead.)
+    // ~25% on an idle machine.)
     const int parts = nt;
     const Split s = choose_split<T>(M, N, parts);
     std::atomic<int> next{0};

@@ -83,7 +83,11 @@ T wait_change(const std::atomic<T>& value, T old, Clock::duration spin)
 /// every body claims its work dynamically (parallel_blocks).
 class Pool {
 public:
-    Pool() : spin_(std::chrono::microseconds(env_int("SPOOL_SPIN_US", 50))) {}
+    Pool() : spin_(std::chrono::microseconds(env_int("SPOOL_SPIN_US", 50)))
+    {
+        CPU_ZERO(&allowed_);
+        if (sched_getaffinity(0, sizeof allowed_, &allowed_) != 0) CPU_ZERO(&allowed_);  // none known: workers stay put
+    }
 
     /// Never destroyed (see instance()): workers sleep in the kernel until the process ends.
     void run(int nt, void (*fn)(void*, int, int), void* ctx)
@@ -93,11 +97,7 @@ public:
             run_serial(nt, fn, ctx);
             return;
         }
-        const Clock::time_point start = Clock::now();
-        if (start < serial_until_) {  // backing off: a worker kept us waiting just now
-            run_serial(nt, fn, ctx);
-            return;
-        }
+        caller_cpu_.store(sched_getcpu(), std::memory_order_relaxed);
         const std::uint32_t current = generation_.load(std::memory_order_relaxed);
         while (static_cast<int>(workers_.size()) < nt - 1) workers_.emplace_back([this, current] { work(current); });
         fn_ = fn;
@@ -109,14 +109,12 @@ public:
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
         member(0);
-        const Clock::time_point own_end = Clock::now();
         // close: slots nobody took are withdrawn; wait for those who joined (they use ctx,
         // which lives in our caller), even if member 0 threw
         const int unclaimed = slots_.exchange(closed, std::memory_order_acq_rel);
         const int joined = nt - 1 - std::max(unclaimed, 0);
         for (int done = finished_.load(std::memory_order_acquire); done != joined;)
             done = wait_change(finished_, done, spin_);
-        if (joined > 0) back_off_if_kept_waiting(own_end - start, Clock::now() - own_end);
         if (error_) std::rethrow_exception(error_);
     }
 
@@ -148,20 +146,20 @@ private:
         t_in_parallel = false;
     }
 
-    /// A joined worker that is descheduled while it holds a block (another process took its
-    /// core) keeps the caller waiting for a scheduler time slice, ~milliseconds, in region
-    /// after region: a 2-thread step then took 1.4x the 1-thread step. When the caller waited
-    /// longer than its own share took (and over 100 µs), regions run on the caller alone for
-    /// a while — 5 ms, doubling while it recurs, up to 200 ms — then threads are tried again.
-    void back_off_if_kept_waiting(Clock::duration own, Clock::duration waited)
+    /// A worker that finds itself on the CPU the caller opened the region on moves off it
+    /// (its affinity: the process's CPUs but that one). The scheduler wakes a worker on the
+    /// waker's CPU when no CPU is idle — under contention (another process busy on the other
+    /// core) the caller and its worker then took turns on one core while the other process had
+    /// a core to itself, and a 2-thread GEMM ran no faster than 1 thread. Apart, the two share
+    /// out the two cores with the other process (docs/performance.md, session 11). It happens
+    /// only when they meet, a system call each time; on an idle machine they rarely do.
+    void keep_off_caller_cpu()
     {
-        using namespace std::chrono_literals;
-        if (waited > std::max<Clock::duration>(own, 100us)) {
-            backoff_ = std::min<Clock::duration>(std::max<Clock::duration>(2 * backoff_, 5ms), 200ms);
-            serial_until_ = Clock::now() + backoff_;
-        } else {
-            backoff_ = backoff_ / 2;
-        }
+        const int cpu = caller_cpu_.load(std::memory_order_relaxed);
+        if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getcpu() != cpu || !CPU_ISSET(cpu, &allowed_)) return;
+        cpu_set_t others = allowed_;
+        CPU_CLR(cpu, &others);
+        if (CPU_COUNT(&others) > 0) pthread_setaffinity_np(pthread_self(), sizeof others, &others);
     }
 
     /// Take a slot of the open region: its member index, or 0 when it is closed or full.
@@ -181,6 +179,7 @@ private:
             seen = wait_change(generation_, seen, spin_);
             const int t = join();
             if (t == 0) continue;  // too late: the caller closed this region
+            keep_off_caller_cpu();
             member(t);
             finished_.fetch_add(1, std::memory_order_acq_rel);
             finished_.notify_one();
@@ -198,8 +197,8 @@ private:
     std::mutex error_mutex_;
     std::exception_ptr error_;
     Clock::duration spin_;
-    Clock::time_point serial_until_{};  // contention back-off: regions run on the caller alone until then
-    Clock::duration backoff_{};
+    std::atomic<int> caller_cpu_{-1};  // the CPU the caller opened the current region on
+    cpu_set_t allowed_{};              // the CPUs this process may run on, when the pool was made
 };
 
 Pool* g_pool = nullptr;

@@ -1,9 +1,11 @@
 // spool's thread pool and its work sharing (tensor/parallel.hpp): every index is handed out
 // exactly once, in blocks aligned as asked, at any team size, nested or not.
 #include <doctest/doctest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "tensor/parallel.hpp"
@@ -94,4 +96,55 @@ TEST_CASE("RangeClaims: own range from the front in shrinking runs, then the oth
     // a thread that finds its own range taken steals without a run longer than `most`
     RangeClaims other(10, 3);
     CHECK(other.take(2, 1, 1).count == 1);
+}
+
+TEST_CASE("a worker that joins on the caller's CPU moves off it before it runs its share")
+{
+    // The caller pinned to one CPU and every other CPU of the process kept busy by a thread
+    // pinned there (another process's work, as the scheduler sees it): no CPU is idle, so a
+    // worker is often woken on the caller's CPU. It must run its share elsewhere.
+    cpu_set_t saved;
+    REQUIRE(sched_getaffinity(0, sizeof saved, &saved) == 0);
+    std::vector<int> cpus;
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &saved)) cpus.push_back(c);
+    REQUIRE(!cpus.empty());
+    const int mine = cpus[0];
+    ThreadScope threads(2);
+    spool::detail::parallel_team(2, [](int, int) {});  // the pool exists before the pinning
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> busy;
+    for (std::size_t k = 1; k < cpus.size(); ++k)
+        busy.emplace_back([&stop, cpu = cpus[k]] {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            sched_setaffinity(0, sizeof one, &one);
+            while (!stop.load(std::memory_order_relaxed)) {}
+        });
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(mine, &one);
+    REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+    int worker_runs = 0, worker_on_caller_cpu = 0, caller_elsewhere = 0;
+    for (int region = 0; region < 300; ++region) {
+        std::atomic<int> cpu_of[2] = {-1, -1};
+        std::atomic<long> work{0};
+        spool::detail::parallel_team(2, [&](int t, int) {
+            cpu_of[t].store(sched_getcpu());
+            for (int i = 0; i < 100000; ++i) work.fetch_add(1, std::memory_order_relaxed);  // time for a worker to join
+        });
+        caller_elsewhere += cpu_of[0].load() != mine;
+        if (cpu_of[1].load() >= 0) {
+            ++worker_runs;
+            worker_on_caller_cpu += cpu_of[1].load() == mine;
+        }
+    }
+    stop.store(true);
+    for (auto& b : busy) b.join();
+    REQUIRE(sched_setaffinity(0, sizeof saved, &saved) == 0);
+    CHECK(caller_elsewhere == 0);
+    INFO(worker_runs << " of 300 regions joined by the worker; CPUs allowed " << cpus.size());
+    if (cpus.size() > 1) CHECK(worker_on_caller_cpu == 0);
+    else CHECK(worker_on_caller_cpu == worker_runs);  // one CPU: nowhere else to go
 }
