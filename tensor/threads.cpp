@@ -35,6 +35,14 @@ int env_int(const char* name, int fallback)
     return (end != v && n >= 0 && n < 1 << 20) ? static_cast<int>(n) : fallback;
 }
 
+/// The CPUs the calling thread may run on (its affinity mask); empty when unknown.
+cpu_set_t allowed_cpus()
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) CPU_ZERO(&set);
+    return set;
+}
+
 /// SPOOL_NUM_THREADS, else OMP_NUM_THREADS (what users of OpenMP libraries already set),
 /// else the CPUs this process may run on.
 int default_threads()
@@ -42,8 +50,8 @@ int default_threads()
     int n = env_int("SPOOL_NUM_THREADS", 0);
     if (n == 0) n = env_int("OMP_NUM_THREADS", 0);
     if (n == 0) {
-        cpu_set_t set;
-        if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+        const cpu_set_t set = allowed_cpus();
+        n = CPU_COUNT(&set);
     }
     if (n == 0) n = static_cast<int>(std::thread::hardware_concurrency());
     return n > 0 ? n : 1;
@@ -83,11 +91,7 @@ T wait_change(const std::atomic<T>& value, T old, Clock::duration spin)
 /// every body claims its work dynamically (parallel_blocks).
 class Pool {
 public:
-    Pool() : spin_(std::chrono::microseconds(env_int("SPOOL_SPIN_US", 50)))
-    {
-        CPU_ZERO(&allowed_);
-        if (sched_getaffinity(0, sizeof allowed_, &allowed_) != 0) CPU_ZERO(&allowed_);  // none known: workers stay put
-    }
+    Pool() : spin_(std::chrono::microseconds(env_int("SPOOL_SPIN_US", 50))), allowed_(allowed_cpus()) {}
 
     /// Never destroyed (see instance()): workers sleep in the kernel until the process ends.
     void run(int nt, void (*fn)(void*, int, int), void* ctx)
@@ -198,7 +202,7 @@ private:
     std::exception_ptr error_;
     Clock::duration spin_;
     std::atomic<int> caller_cpu_{-1};  // the CPU the caller opened the current region on
-    cpu_set_t allowed_{};              // the CPUs this process may run on, when the pool was made
+    cpu_set_t allowed_;                // the CPUs this process may run on, when the pool was made (none known: workers stay put)
 };
 
 Pool* g_pool = nullptr;

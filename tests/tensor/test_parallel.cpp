@@ -13,6 +13,15 @@
 
 namespace {
 
+/// Pins the calling thread to one CPU; false if the system refused.
+bool pin_to(int cpu)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    return sched_setaffinity(0, sizeof one, &one) == 0;
+}
+
 struct ThreadScope {
     int saved = spool::get_num_threads();
     explicit ThreadScope(int n) { spool::set_num_threads(n); }
@@ -116,16 +125,10 @@ TEST_CASE("a worker that joins on the caller's CPU moves off it before it runs i
     std::vector<std::thread> busy;
     for (std::size_t k = 1; k < cpus.size(); ++k)
         busy.emplace_back([&stop, cpu = cpus[k]] {
-            cpu_set_t one;
-            CPU_ZERO(&one);
-            CPU_SET(cpu, &one);
-            sched_setaffinity(0, sizeof one, &one);
+            pin_to(cpu);
             while (!stop.load(std::memory_order_relaxed)) {}
         });
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(mine, &one);
-    REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+    REQUIRE(pin_to(mine));
     int worker_runs = 0, worker_on_caller_cpu = 0, caller_elsewhere = 0;
     for (int region = 0; region < 300; ++region) {
         std::atomic<int> cpu_of[2] = {-1, -1};
