@@ -74,6 +74,18 @@ public:
         return {};
     }
 
+    /// Items not yet taken, over every range (a snapshot: other threads may take some meanwhile).
+    std::int64_t left() const
+    {
+        std::int64_t n = 0;
+        for (const auto& r : ranges_) {
+            const std::uint64_t v = r.load(std::memory_order_relaxed);
+            const std::int64_t lo = std::int64_t(v & 0xffffffffu), hi = std::int64_t(v >> 32);
+            n += hi > lo ? hi - lo : 0;
+        }
+        return n;
+    }
+
 private:
     static std::uint64_t pack(std::int64_t lo, std::int64_t hi) { return std::uint64_t(lo) | std::uint64_t(hi) << 32; }
     static Run take_from(std::atomic<std::uint64_t>& r, bool front, std::int64_t least, std::int64_t most)
