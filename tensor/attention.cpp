@@ -204,6 +204,8 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
     const bool drop = dropout_p > 0;
     Value dropped = drop ? Value::empty(probs.shape(), q.dtype()) : Value();
     const RngState rs = drop ? dropout_reserve(probs.numel()) : RngState{};
+    const std::uint32_t threshold = drop ? rng::keep_threshold(dropout_p) : 0;
+    const T keep = drop ? static_cast<T>(1.0 / (1.0 - dropout_p)) : T(1);
     const T* qs = q.data<T>();
     const T* ks = k.data<T>();
     const T* vs = v.data<T>();
@@ -219,15 +221,19 @@ Value forward_materialised(const Value& q, const Value& k, const Value& v, const
                     P, d.S);
         masked_softmax_rows(P, d, b, mask);
         const T* A = P;
-        if (drop) {
+        if (drop) {  // item b's [L, S] words are one run of the draw, drawn a chunk at a time
             T* Dp = dropped.data<T>() + b * d.L * d.S;
-            TileDropout<T> row_drop(d, dropout_p, rs, d.S);
-            std::vector<T> z(static_cast<std::size_t>(d.S));
-            for (std::int64_t i = 0; i < d.L; ++i) {
-                row_drop.row(b, i, 0, d.S, z.data());
-                const T* p = P + i * d.S;
-                T* o = Dp + i * d.S;
-                for (std::int64_t c = 0; c < d.S; ++c) o[c] = p[c] * z[std::size_t(c)];
+            const std::int64_t n = d.L * d.S;
+            constexpr std::int64_t chunk = 4096;
+            alignas(64) std::uint32_t w[chunk];
+            const std::uint32_t th = threshold;  // locals, so the loop vectorises
+            const T km = keep;
+            for (std::int64_t i0 = 0; i0 < n; i0 += chunk) {
+                const std::int64_t m = std::min(chunk, n - i0);
+                rng::words(rs, static_cast<std::uint64_t>(b * n + i0), w, m);
+                const T* p = P + i0;
+                T* o = Dp + i0;
+                for (std::int64_t i = 0; i < m; ++i) o[i] = p[i] * (w[i] < th ? T(0) : km);
             }
             A = Dp;
         }
@@ -267,18 +273,21 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
     T* dks = dk->data<T>();
     T* dvs = dv->data<T>();
     const std::int64_t LS = d.L * d.S;
+    Value dA_all = Value::empty(saved.probs.shape(), q.dtype());  // the softmax's gradient, item by item
+    T* dAs = dA_all.data<T>();
     for_each_batch(d, [&](std::int64_t b) {
-        std::vector<T> dA(LS, T(0));
+        T* dA = dAs + b * LS;  // written in full below before it is read
         const T* A = ps + b * LS;
         const T* Ad = has_drop ? drs + b * LS : A;
         // dq, dk, dv have the layouts of q, k and v (for split-out heads: [B, rows, width])
         T* dV = dvs + d.at(d.v, b);
         if (go) {
             const T* dO = go + d.at(d.o, b);
-            gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.o.ld, vs + d.at(d.v, b), d.v.ld, T(0), dA.data(), d.S);
+            gemm<T>(false, true, d.L, d.S, d.Ev, T(1), dO, d.o.ld, vs + d.at(d.v, b), d.v.ld, T(0), dA, d.S);
             gemm<T>(true, false, d.S, d.Ev, d.L, T(1), Ad, d.S, dO, d.o.ld, T(0), dV, d.v.ld);
         } else {
             for (std::int64_t j = 0; j < d.S; ++j) std::fill(dV + j * d.v.ld, dV + j * d.v.ld + d.Ev, T(0));
+            std::fill(dA, dA + LS, T(0));
         }
         if (gw)
             for (std::int64_t i = 0; i < LS; ++i) dA[i] += gw[b * LS + i];
@@ -286,10 +295,10 @@ void backward_materialised(const Value& dout, const Value& dweights, const Value
             const T km = keep_mult;  // a local, so the loop vectorises
             for (std::int64_t i = 0; i < LS; ++i) dA[i] = Ad[i] != T(0) ? dA[i] * km : T(0);
         }
-        typed_kernels<T>().softmax_backward(false, dA.data(), A, dA.data(), d.L, d.S, 1);
-        gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA.data(), d.S, ks + d.at(d.k, b), d.k.ld, T(0),
+        typed_kernels<T>().softmax_backward(false, dA, A, dA, d.L, d.S, 1);
+        gemm<T>(false, false, d.L, d.E, d.S, T(scale), dA, d.S, ks + d.at(d.k, b), d.k.ld, T(0),
                 dqs + d.at(d.q, b), d.q.ld);
-        gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA.data(), d.S, qs + d.at(d.q, b), d.q.ld, T(0),
+        gemm<T>(true, false, d.S, d.E, d.L, T(scale), dA, d.S, qs + d.at(d.q, b), d.q.ld, T(0),
                 dks + d.at(d.k, b), d.k.ld);
     });
 }
