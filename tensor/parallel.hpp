@@ -79,20 +79,23 @@ public:
     {
         std::int64_t n = 0;
         for (const auto& r : ranges_) {
-            const std::uint64_t v = r.load(std::memory_order_relaxed);
-            const std::int64_t lo = std::int64_t(v & 0xffffffffu), hi = std::int64_t(v >> 32);
+            const auto [lo, hi] = unpack(r.load(std::memory_order_relaxed));
             n += hi > lo ? hi - lo : 0;
         }
         return n;
     }
 
 private:
+    struct Span {
+        std::int64_t lo, hi;
+    };
     static std::uint64_t pack(std::int64_t lo, std::int64_t hi) { return std::uint64_t(lo) | std::uint64_t(hi) << 32; }
+    static Span unpack(std::uint64_t v) { return {std::int64_t(v & 0xffffffffu), std::int64_t(v >> 32)}; }
     static Run take_from(std::atomic<std::uint64_t>& r, bool front, std::int64_t least, std::int64_t most)
     {
         std::uint64_t v = r.load(std::memory_order_relaxed);
         for (;;) {
-            const std::int64_t lo = std::int64_t(v & 0xffffffffu), hi = std::int64_t(v >> 32);
+            const auto [lo, hi] = unpack(v);
             if (lo >= hi) return {};
             std::int64_t c = (hi - lo) / 2;
             c = c < least ? least : c > most ? most : c;
